@@ -1,0 +1,266 @@
+//! Authentication exactly as the contract states it, plus grab tickets.
+//!
+//! * users: `Authorization: Bearer <JWT>`, HS256 with `auth_secret`, claims
+//!   `sub` (a valid user id) and `exp` (unix seconds, in the future);
+//! * admins: `Authorization: Bearer <admin_token>`, compared in constant time;
+//! * the payment system: `x-payment-signature: sha256=<hex HMAC-SHA256 of the raw body>`;
+//! * tickets: grab hands out `{packet}.{user}.{expires}.{mac}`, an HMAC under a
+//!   key derived from `auth_secret`, so open verifies it without a store read.
+
+use crate::error::Error;
+use crate::id::valid_user;
+use crate::time::Timestamp;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// How long a grab ticket stays valid (the contract allows at most 120 s).
+pub const TICKET_TTL_SECONDS: i64 = 60;
+
+fn mac(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac
+}
+
+fn bearer(header: Option<&str>) -> Option<&str> {
+    let value = header?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+/// Verifies a user's JWT and returns its `sub`.
+pub fn verify_user(authorization: Option<&str>, secret: &str, now: Timestamp) -> Result<String, Error> {
+    let token = bearer(authorization).ok_or(Error::Unauthorized("missing bearer token"))?;
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Error::Unauthorized("malformed token"));
+    };
+    let header: serde_json::Value = base64url_decode(header)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(Error::Unauthorized("malformed token header"))?;
+    if header.get("alg").and_then(|a| a.as_str()) != Some("HS256") {
+        return Err(Error::Unauthorized("token must be signed with HS256"));
+    }
+    let signature = base64url_decode(signature).ok_or(Error::Unauthorized("malformed token signature"))?;
+    let signing_input = &token[..header_len(token)];
+    mac(secret.as_bytes(), &[signing_input.as_bytes()])
+        .verify_slice(&signature)
+        .map_err(|_| Error::Unauthorized("bad token signature"))?;
+    let claims: serde_json::Value = base64url_decode(payload)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(Error::Unauthorized("malformed token claims"))?;
+    let exp = claims.get("exp").and_then(|e| e.as_i64().or_else(|| e.as_f64().map(|f| f as i64)));
+    match exp {
+        Some(exp) if exp > now.0 => {}
+        Some(_) => return Err(Error::Unauthorized("token expired")),
+        None => return Err(Error::Unauthorized("token has no exp")),
+    }
+    match claims.get("sub").and_then(|s| s.as_str()) {
+        Some(sub) if valid_user(sub) => Ok(sub.to_owned()),
+        _ => Err(Error::Unauthorized("token sub is not a valid user id")),
+    }
+}
+
+/// Length of `header.payload`, the JWT signing input.
+fn header_len(token: &str) -> usize {
+    token.rfind('.').unwrap_or(0)
+}
+
+/// Mints an HS256 JWT (for tests, the bench and the local CLI).
+pub fn sign_user_token(secret: &str, sub: &str, exp: Timestamp) -> String {
+    let header = base64url_encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let claims = base64url_encode(serde_json::json!({"sub": sub, "exp": exp.0}).to_string().as_bytes());
+    let input = format!("{header}.{claims}");
+    let signature = mac(secret.as_bytes(), &[input.as_bytes()]).finalize().into_bytes();
+    format!("{input}.{}", base64url_encode(&signature))
+}
+
+/// Admin bearer token, compared in constant time (hashes of equal length are
+/// compared, so neither content nor length leaks through timing).
+pub fn verify_admin(authorization: Option<&str>, admin_token: &str) -> Result<(), Error> {
+    let given = bearer(authorization).ok_or(Error::Unauthorized("missing bearer token"))?;
+    let key = Sha256::digest(admin_token.as_bytes());
+    mac(&key, &[given.as_bytes()])
+        .verify_slice(&mac(&key, &[admin_token.as_bytes()]).finalize().into_bytes())
+        .map_err(|_| Error::Unauthorized("bad admin token"))
+}
+
+/// The payment callback's signature over the raw body.
+pub fn verify_payment(signature_header: Option<&str>, secret: &str, body: &[u8]) -> Result<(), Error> {
+    let hex = signature_header.and_then(|h| h.trim().strip_prefix("sha256=")).ok_or(Error::BadSignature)?;
+    let given = hex_decode(hex).ok_or(Error::BadSignature)?;
+    mac(secret.as_bytes(), &[body]).verify_slice(&given).map_err(|_| Error::BadSignature)
+}
+
+/// `sha256=<hex>` for a body (for the payment system's side, and tests).
+pub fn sign_payment(secret: &str, body: &[u8]) -> String {
+    let code = mac(secret.as_bytes(), &[body]).finalize().into_bytes();
+    format!("sha256={}", code.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+fn ticket_key(auth_secret: &str) -> Vec<u8> {
+    mac(auth_secret.as_bytes(), &[b"hongbao grab ticket v1"]).finalize().into_bytes().to_vec()
+}
+
+/// A grab ticket binding (packet, user, expiry).
+pub fn issue_ticket(auth_secret: &str, packet_id: &str, user: &str, expires_at: Timestamp) -> String {
+    let body = format!("{packet_id}.{user}.{}", expires_at.0);
+    let code = mac(&ticket_key(auth_secret), &[body.as_bytes()]).finalize().into_bytes();
+    format!("{body}.{}", base64url_encode(&code))
+}
+
+/// Open's check: the ticket is ours, for this packet and user, and not expired.
+pub fn verify_ticket(auth_secret: &str, ticket: &str, packet_id: &str, user: &str, now: Timestamp) -> Result<(), Error> {
+    let (body, code) = ticket.rsplit_once('.').ok_or(Error::InvalidTicket("malformed ticket"))?;
+    let code = base64url_decode(code).ok_or(Error::InvalidTicket("malformed ticket"))?;
+    mac(&ticket_key(auth_secret), &[body.as_bytes()])
+        .verify_slice(&code)
+        .map_err(|_| Error::InvalidTicket("forged ticket"))?;
+    let mut fields = body.split('.');
+    let (Some(packet), Some(holder), Some(expires), None) = (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return Err(Error::InvalidTicket("malformed ticket"));
+    };
+    if packet != packet_id {
+        return Err(Error::InvalidTicket("ticket is for another packet"));
+    }
+    if holder != user {
+        return Err(Error::InvalidTicket("ticket belongs to another user"));
+    }
+    let expires: i64 = expires.parse().map_err(|_| Error::InvalidTicket("malformed ticket"))?;
+    if now.0 >= expires {
+        return Err(Error::InvalidTicket("ticket expired"));
+    }
+    Ok(())
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Unpadded base64url.
+pub fn base64url_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Unpadded base64url (trailing `=` tolerated); `None` if malformed.
+pub fn base64url_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    if text.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    for chunk in text.as_bytes().chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            let v = B64.iter().position(|&b| b == c)? as u32;
+            n |= v << (18 - 6 * i);
+        }
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    Some(out)
+}
+
+fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Timestamp = Timestamp(1_800_000_000);
+
+    #[test]
+    fn base64url_round_trips() {
+        for len in 0..40 {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            assert_eq!(base64url_decode(&base64url_encode(&bytes)), Some(bytes));
+        }
+        assert_eq!(base64url_encode(b"hi?"), "aGk_");
+        assert_eq!(base64url_decode("a"), None);
+        assert_eq!(base64url_decode("a+b/"), None);
+    }
+
+    #[test]
+    fn jwt_accepts_a_good_token_only() {
+        let token = sign_user_token("s3cret", "alice", NOW.plus_seconds(60));
+        let header = format!("Bearer {token}");
+        assert_eq!(verify_user(Some(&header), "s3cret", NOW), Ok("alice".into()));
+        assert_eq!(verify_user(Some(&format!("bearer {token}")), "s3cret", NOW), Ok("alice".into()));
+        let unauthorized = |h: Option<&str>, secret: &str, now| verify_user(h, secret, now).unwrap_err().code();
+        assert_eq!(unauthorized(None, "s3cret", NOW), "unauthorized");
+        assert_eq!(unauthorized(Some(&header), "other", NOW), "unauthorized");
+        assert_eq!(unauthorized(Some(&header), "s3cret", NOW.plus_seconds(60)), "unauthorized");
+        assert_eq!(unauthorized(Some("Bearer a.b"), "s3cret", NOW), "unauthorized");
+        assert_eq!(unauthorized(Some(&format!("Basic {token}")), "s3cret", NOW), "unauthorized");
+        let bad_sub = sign_user_token("s3cret", "a/b", NOW.plus_seconds(60));
+        assert_eq!(unauthorized(Some(&format!("Bearer {bad_sub}")), "s3cret", NOW), "unauthorized");
+    }
+
+    #[test]
+    fn jwt_with_alg_none_or_tampered_claims_is_refused() {
+        let token = sign_user_token("k", "alice", NOW.plus_seconds(60));
+        let parts: Vec<&str> = token.split('.').collect();
+        let none_header = base64url_encode(br#"{"alg":"none"}"#);
+        let forged = format!("{none_header}.{}.{}", parts[1], parts[2]);
+        assert!(verify_user(Some(&format!("Bearer {forged}")), "k", NOW).is_err());
+        let other_claims = base64url_encode(br#"{"sub":"mallory","exp":9999999999}"#);
+        let forged = format!("{}.{other_claims}.{}", parts[0], parts[2]);
+        assert!(verify_user(Some(&format!("Bearer {forged}")), "k", NOW).is_err());
+    }
+
+    #[test]
+    fn jwt_matches_an_independent_hs256_vector() {
+        // A token produced by a third-party library, PyJWT 2.15.1:
+        // jwt.encode({"sub": "bob", "exp": 4102444800}, "secret", algorithm="HS256")
+        let token = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJib2IiLCJleHAiOjQxMDI0NDQ4MDB9.-hlAIiQnShtxuwadox2PQu6XBNQw2DtmGq9cTCzoUwk";
+        assert_eq!(verify_user(Some(&format!("Bearer {token}")), "secret", NOW), Ok("bob".into()));
+    }
+
+    #[test]
+    fn admin_token_is_exact() {
+        assert_eq!(verify_admin(Some("Bearer tok"), "tok"), Ok(()));
+        assert!(verify_admin(Some("Bearer tok2"), "tok").is_err());
+        assert!(verify_admin(Some("Bearer to"), "tok").is_err());
+        assert!(verify_admin(None, "tok").is_err());
+    }
+
+    #[test]
+    fn payment_signature_covers_the_raw_body() {
+        let body = br#"{"payment_id":"p1","amount_fen":100,"status":"success"}"#;
+        let sig = sign_payment("pk", body);
+        assert_eq!(verify_payment(Some(&sig), "pk", body), Ok(()));
+        assert_eq!(verify_payment(Some(&sig.to_uppercase().replace("SHA256=", "sha256=")), "pk", body), Ok(()));
+        assert_eq!(verify_payment(Some(&sig), "pk", b"{}"), Err(Error::BadSignature));
+        assert_eq!(verify_payment(Some(&sig), "other", body), Err(Error::BadSignature));
+        assert_eq!(verify_payment(None, "pk", body), Err(Error::BadSignature));
+        assert_eq!(verify_payment(Some("sha256=zz"), "pk", body), Err(Error::BadSignature));
+    }
+
+    #[test]
+    fn tickets_bind_packet_user_and_time() {
+        let t = issue_ticket("k", "pkt", "alice", NOW.plus_seconds(60));
+        assert_eq!(verify_ticket("k", &t, "pkt", "alice", NOW), Ok(()));
+        assert!(verify_ticket("k", &t, "pkt", "bob", NOW).is_err());
+        assert!(verify_ticket("k", &t, "other", "alice", NOW).is_err());
+        assert!(verify_ticket("k", &t, "pkt", "alice", NOW.plus_seconds(60)).is_err());
+        assert!(verify_ticket("k2", &t, "pkt", "alice", NOW).is_err());
+        let forged = t.replacen("alice", "bob", 1);
+        assert!(verify_ticket("k", &forged, "pkt", "bob", NOW).is_err());
+        assert!(verify_ticket("k", "", "pkt", "alice", NOW).is_err());
+    }
+}

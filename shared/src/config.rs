@@ -1,0 +1,123 @@
+//! The application variables of the contract (Spin application variables;
+//! the test host supplies the same names), parsed and checked once.
+
+use crate::error::Error;
+
+pub struct Variable {
+    pub name: &'static str,
+    /// `None`: required.
+    pub default: Option<&'static str>,
+    pub secret: bool,
+    pub meaning: &'static str,
+}
+
+/// Every variable the functions read. `spin.toml` must declare exactly these
+/// (a test checks it).
+pub const VARIABLES: &[Variable] = &[
+    Variable { name: "auth_secret", default: None, secret: true, meaning: "HS256 key for user JWTs" },
+    Variable { name: "payment_secret", default: None, secret: true, meaning: "HMAC key of payment callbacks" },
+    Variable { name: "admin_token", default: None, secret: true, meaning: "bearer token of admin endpoints" },
+    Variable {
+        name: "packet_ttl_seconds",
+        default: Some("86400"),
+        secret: false,
+        meaning: "life of a paid packet before its remainder is refunded (at most 14 days)",
+    },
+    Variable { name: "max_count", default: Some("100"), secret: false, meaning: "most shares in one packet" },
+    Variable {
+        name: "max_share_fen",
+        default: Some("20000"),
+        secret: false,
+        meaning: "most average fen per share (total_fen <= max_share_fen * count)",
+    },
+    Variable {
+        name: "admission_limit",
+        default: Some("1000"),
+        secret: false,
+        meaning: "grab+open requests admitted per packet per second before 429 busy",
+    },
+];
+
+/// A packet's whole money life (payment window + TTL + sweep) must fit in the
+/// hot day-tables the sweeps scan, hence the cap on the TTL.
+pub const MAX_TTL_SECONDS: i64 = 14 * 86_400;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub auth_secret: String,
+    pub payment_secret: String,
+    pub admin_token: String,
+    pub packet_ttl_seconds: i64,
+    pub max_count: u32,
+    pub max_share_fen: u64,
+    pub admission_limit: i64,
+}
+
+impl Config {
+    /// Reads every variable through `lookup` (which returns `None` for an
+    /// unset variable); defaults apply where the contract gives one.
+    pub fn load(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
+        let value = |name: &str| -> Result<String, Error> {
+            let var = VARIABLES.iter().find(|v| v.name == name).expect("known variable");
+            match lookup(name).filter(|v| !v.is_empty()).or(var.default.map(str::to_owned)) {
+                Some(v) => Ok(v),
+                None => Err(Error::Internal(format!("variable {name} is required but not set"))),
+            }
+        };
+        fn number<T: std::str::FromStr + PartialOrd>(name: &str, text: String, min: T, max: T) -> Result<T, Error> {
+            match text.trim().parse::<T>() {
+                Ok(n) if n >= min && n <= max => Ok(n),
+                _ => Err(Error::Internal(format!("variable {name} is out of range: {text}"))),
+            }
+        }
+        Ok(Config {
+            auth_secret: value("auth_secret")?,
+            payment_secret: value("payment_secret")?,
+            admin_token: value("admin_token")?,
+            packet_ttl_seconds: number("packet_ttl_seconds", value("packet_ttl_seconds")?, 1, MAX_TTL_SECONDS)?,
+            max_count: number("max_count", value("max_count")?, 1, 100_000)?,
+            max_share_fen: number("max_share_fen", value("max_share_fen")?, 1, 1_000_000_000)?,
+            admission_limit: number("admission_limit", value("admission_limit")?, 1, i64::MAX)?,
+        })
+    }
+
+    /// A configuration for tests: fixed secrets, contract defaults.
+    pub fn for_tests() -> Config {
+        Config::load(|name| match name {
+            "auth_secret" => Some("test-auth-secret".into()),
+            "payment_secret" => Some("test-payment-secret".into()),
+            "admin_token" => Some("test-admin-token".into()),
+            _ => None,
+        })
+        .expect("test config is valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply_and_secrets_are_required() {
+        let c = Config::for_tests();
+        assert_eq!((c.packet_ttl_seconds, c.max_count, c.max_share_fen), (86_400, 100, 20_000));
+        let missing = Config::load(|n| (n != "admin_token").then(|| "x".to_string()).filter(|_| n.ends_with("secret")));
+        assert!(matches!(missing, Err(Error::Internal(m)) if m.contains("admin_token")));
+    }
+
+    #[test]
+    fn numbers_are_range_checked() {
+        let with = |ttl: &str| {
+            let ttl = ttl.to_owned();
+            Config::load(move |n| match n {
+                "packet_ttl_seconds" => Some(ttl.clone()),
+                _ if n.ends_with("secret") || n == "admin_token" => Some("x".into()),
+                _ => None,
+            })
+        };
+        assert_eq!(with("60").unwrap().packet_ttl_seconds, 60);
+        assert!(with("0").is_err());
+        assert!(with("abc").is_err());
+        assert!(with(&(MAX_TTL_SECONDS + 1).to_string()).is_err());
+    }
+}

@@ -1,0 +1,226 @@
+//! The contract's HTTP surface, framework-free: a component hands over the
+//! method, path, query, headers and body, and gets back status, headers and
+//! body. Authentication, decoding, the operation and the error envelope all
+//! happen here, so each Wasm component stays a thin adapter and the whole
+//! contract is testable natively.
+
+use crate::api::{self, MAX_BODY_BYTES};
+use crate::auth;
+use crate::config::Config;
+use crate::env::Env;
+use crate::error::Error;
+use crate::id::PacketId;
+use crate::ops::Service;
+use crate::store::Store;
+use serde::Serialize;
+
+/// The endpoints of the contract (healthz has its own store-less component).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Wrap,
+    Payment,
+    Grab,
+    Open,
+    Query,
+    Sent,
+    Received,
+    Wallet,
+    Expire,
+    Settle,
+    Reconcile,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 11] = [
+        Endpoint::Wrap,
+        Endpoint::Payment,
+        Endpoint::Grab,
+        Endpoint::Open,
+        Endpoint::Query,
+        Endpoint::Sent,
+        Endpoint::Received,
+        Endpoint::Wallet,
+        Endpoint::Expire,
+        Endpoint::Settle,
+        Endpoint::Reconcile,
+    ];
+
+    pub fn method(self) -> &'static str {
+        match self {
+            Endpoint::Query | Endpoint::Sent | Endpoint::Received | Endpoint::Wallet | Endpoint::Reconcile => "GET",
+            _ => "POST",
+        }
+    }
+
+    /// Path segments after `/v1`; `{id}` matches a packet id.
+    fn pattern(self) -> &'static [&'static str] {
+        match self {
+            Endpoint::Wrap => &["packets"],
+            Endpoint::Payment => &["packets", "{id}", "payment"],
+            Endpoint::Grab => &["packets", "{id}", "grab"],
+            Endpoint::Open => &["packets", "{id}", "open"],
+            Endpoint::Query => &["packets", "{id}"],
+            Endpoint::Sent => &["users", "me", "sent"],
+            Endpoint::Received => &["users", "me", "received"],
+            Endpoint::Wallet => &["users", "me", "wallet"],
+            Endpoint::Expire => &["admin", "expire"],
+            Endpoint::Settle => &["admin", "settle"],
+            Endpoint::Reconcile => &["admin", "reconcile"],
+        }
+    }
+
+    /// Whether `path` is this endpoint's; returns the `{id}` segment if any.
+    fn matches<'p>(self, path: &'p str) -> Option<Option<&'p str>> {
+        let rest = path.strip_prefix("/v1/")?.trim_end_matches('/');
+        let segments: Vec<&str> = rest.split('/').collect();
+        let pattern = self.pattern();
+        if segments.len() != pattern.len() {
+            return None;
+        }
+        let mut id = None;
+        for (segment, want) in segments.iter().zip(pattern) {
+            match *want {
+                "{id}" if !segment.is_empty() => id = Some(*segment),
+                literal if literal == *segment => {}
+                _ => return None,
+            }
+        }
+        Some(id)
+    }
+}
+
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// The path without the query string.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    /// Header lookup by lower-case name.
+    pub header: &'a dyn Fn(&str) -> Option<String>,
+    pub body: &'a [u8],
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json<T: Serialize>(status: u16, value: &T) -> Response {
+        Response {
+            status,
+            headers: vec![("content-type", "application/json".into())],
+            body: serde_json::to_vec(value).expect("views serialise"),
+        }
+    }
+
+    pub fn error(e: &Error) -> Response {
+        let mut response = Response::json(e.status(), &e.body());
+        if let Some(seconds) = e.retry_after() {
+            response.headers.push(("retry-after", seconds.to_string()));
+        }
+        response
+    }
+}
+
+/// Serves `req` if it is one of `endpoints` (the routes this component owns):
+/// 405 for a known path with the wrong method, 404 for anything else.
+pub fn serve<S: Store>(endpoints: &[Endpoint], store: &S, config: Result<&Config, Error>, env: Env, req: &Request) -> Response {
+    let mut method_mismatch = false;
+    for &endpoint in endpoints {
+        let Some(id) = endpoint.matches(req.path) else { continue };
+        if !req.method.eq_ignore_ascii_case(endpoint.method()) {
+            method_mismatch = true;
+            continue;
+        }
+        let result = config.and_then(|config| handle(endpoint, id, &mut Service::new(store, config, env), req));
+        return match result {
+            Ok(response) => response,
+            Err(e) => Response::error(&e),
+        };
+    }
+    Response::error(&if method_mismatch { Error::MethodNotAllowed } else { Error::NotFound })
+}
+
+fn handle<S: Store>(endpoint: Endpoint, id: Option<&str>, svc: &mut Service<'_, S>, req: &Request) -> Result<Response, Error> {
+    if req.body.len() > MAX_BODY_BYTES {
+        return Err(Error::PayloadTooLarge);
+    }
+    let now = svc.env.now;
+    let header = |name: &str| (req.header)(name);
+    let user = || auth::verify_user(header("authorization").as_deref(), &svc.config.auth_secret, now);
+    let admin = || auth::verify_admin(header("authorization").as_deref(), &svc.config.admin_token);
+    // A malformed id and an unknown one both answer 404.
+    let packet = || id.and_then(PacketId::parse).ok_or(Error::NotFound);
+    Ok(match endpoint {
+        Endpoint::Wrap => {
+            let sender = user()?;
+            let request = api::parse_wrap(req.body, svc.config)?;
+            let (status, view) = svc.wrap(&sender, &request)?;
+            Response::json(status, &view)
+        }
+        Endpoint::Payment => {
+            auth::verify_payment(header("x-payment-signature").as_deref(), &svc.config.payment_secret, req.body)?;
+            let id = packet()?;
+            let request = api::parse_payment(req.body)?;
+            Response::json(200, &svc.pay(&id, &request)?)
+        }
+        Endpoint::Grab => {
+            let user = user()?;
+            Response::json(200, &svc.grab(&packet()?, &user)?)
+        }
+        Endpoint::Open => {
+            let user = user()?;
+            let id = packet()?;
+            let ticket = api::parse_open(req.body)?;
+            Response::json(200, &svc.open(&id, &user, &ticket)?)
+        }
+        Endpoint::Query => {
+            user()?;
+            Response::json(200, &svc.query(&packet()?)?)
+        }
+        Endpoint::Sent => {
+            let user = user()?;
+            Response::json(200, &svc.sent(&user, api::parse_day(req.query, now)?)?)
+        }
+        Endpoint::Received => {
+            let user = user()?;
+            Response::json(200, &svc.received(&user, api::parse_day(req.query, now)?)?)
+        }
+        Endpoint::Wallet => {
+            let user = user()?;
+            Response::json(200, &svc.wallet(&user)?)
+        }
+        Endpoint::Expire => {
+            admin()?;
+            Response::json(200, &svc.expire()?)
+        }
+        Endpoint::Settle => {
+            admin()?;
+            Response::json(200, &svc.settle()?)
+        }
+        Endpoint::Reconcile => {
+            admin()?;
+            Response::json(200, &svc.reconcile(api::parse_day(req.query, now)?)?)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_match_their_endpoint_only() {
+        assert_eq!(Endpoint::Wrap.matches("/v1/packets"), Some(None));
+        assert_eq!(Endpoint::Wrap.matches("/v1/packets/"), Some(None));
+        assert_eq!(Endpoint::Grab.matches("/v1/packets/abc/grab"), Some(Some("abc")));
+        assert_eq!(Endpoint::Query.matches("/v1/packets/abc"), Some(Some("abc")));
+        assert_eq!(Endpoint::Query.matches("/v1/packets/abc/grab"), None);
+        assert_eq!(Endpoint::Grab.matches("/v1/packets//grab"), None);
+        assert_eq!(Endpoint::Sent.matches("/v1/users/me/sent"), Some(None));
+        assert_eq!(Endpoint::Sent.matches("/v1/users/you/sent"), None);
+        assert_eq!(Endpoint::Expire.matches("/v2/admin/expire"), None);
+    }
+}

@@ -1,0 +1,152 @@
+//! Every key the service writes, in one place. The layout (documented in
+//! `shared/README.md`) follows the seeds' two-dimensional sharding:
+//! `s{SET}/db_{xx}.t_{y}_{dd}/...` for everything that belongs to one packet
+//! (SET by packet id, day-table by creation day of month, 01..31), and
+//! `u{uu}/{user}/...` for user-centric records.
+//!
+//! Two kinds of key never mix: counters (only ever touched by `increment`,
+//! and read with `increment(key, 0)`) end in `/len` or `/n`; every other key
+//! is a value written by `set` or compare-and-set. Spin's SQLite store panics
+//! when `increment` meets a key written by `set`, so the suffixes keep the
+//! families apart by construction.
+
+use crate::id::{fnv1a, PacketId};
+use crate::time::Day;
+use sha2::{Digest, Sha256};
+
+/// The day-table a packet lives in: `s{SET}/db_{xx}.t_{y}_{dd}`.
+pub fn table(id: &PacketId) -> String {
+    format!("s{}/db_{:02}.t_{}_{:02}", id.set(), id.db(), id.table(), id.day().day)
+}
+
+/// The packet record (CAS-updated, carries `version`).
+pub fn packet(id: &PacketId) -> String {
+    format!("{}/p/{}", table(id), id)
+}
+
+/// Admission counter of one packet for one time window (counter).
+pub fn admission(id: &PacketId, window: i64) -> String {
+    format!("{}/adm/{}/{}/n", table(id), id, window)
+}
+
+/// Election counter deciding which settle run reports a credit (counter).
+/// `item` is `c{seq}` for a claim or `refund`.
+pub fn credit_election(id: &PacketId, item: &str) -> String {
+    format!("{}/cr/{}/{}/n", table(id), id, item)
+}
+
+/// The per-SET, per-creation-day index of packets: a list (see `List`).
+pub fn day_index(set: u32, day: Day) -> List {
+    List(format!("s{}/ix/{}", set, day.compact()))
+}
+
+/// Where a sweep may start in a day index (a monotone hint, written by `set`).
+pub fn day_index_low(set: u32, day: Day) -> String {
+    format!("s{}/ix/{}/low", set, day.compact())
+}
+
+/// All user-centric keys start here: `u{uu}/{user}` (uu = user hash % 100).
+pub fn user(user: &str) -> String {
+    format!("u{:02}/{}", fnv1a(user.as_bytes()) % 100, user)
+}
+
+/// The wrap idempotency record of (sender, request_id). The request id is
+/// hashed: it is arbitrary client text and must not be able to forge a
+/// key of another family.
+pub fn wrap_request(sender: &str, request_id: &str) -> String {
+    let digest = Sha256::digest(request_id.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}/wrap/{}", user(sender), hex)
+}
+
+/// Election counter for the wrap idempotency record (counter).
+pub fn wrap_election(sender: &str, request_id: &str) -> String {
+    format!("{}/n", wrap_request(sender, request_id))
+}
+
+/// Packets a user sent, by the packet's creation day.
+pub fn sent(sender: &str, day: Day) -> List {
+    List(format!("{}/sent/{}", user(sender), day.compact()))
+}
+
+/// Shares a user received, by the day of the claim.
+pub fn received(receiver: &str, day: Day) -> List {
+    List(format!("{}/recv/{}", user(receiver), day.compact()))
+}
+
+/// A user's settled wallet entries.
+pub fn wallet(owner: &str) -> List {
+    List(format!("{}/wallet", user(owner)))
+}
+
+/// An append-only list in the store without compare-and-set: a length counter
+/// hands out slots, each item lives in its own slot, and a marker per item
+/// name makes appends idempotent (see `store::lists`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct List(pub String);
+
+impl List {
+    pub fn len_key(&self) -> String {
+        format!("{}/len", self.0)
+    }
+
+    pub fn slot(&self, k: i64) -> String {
+        format!("{}/{}", self.0, k)
+    }
+
+    pub fn marker(&self, name: &str) -> String {
+        format!("{}/m/{}", self.0, name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alloc::SplitMix64;
+
+    #[test]
+    fn packet_keys_encode_set_and_day_table() {
+        let day = Day { year: 2026, month: 11, day: 7 };
+        let id = PacketId::generate(day, &mut SplitMix64(1));
+        let key = packet(&id);
+        let expected_prefix = format!("s{}/db_{:02}.t_{}_07/", id.set(), id.db(), id.table());
+        assert!(key.starts_with(&expected_prefix), "{key}");
+        assert!(key.ends_with(id.as_str()));
+    }
+
+    #[test]
+    fn counters_and_values_never_share_a_key() {
+        let day = Day { year: 2026, month: 1, day: 31 };
+        let id = PacketId::generate(day, &mut SplitMix64(2));
+        let counters = [
+            admission(&id, 5),
+            credit_election(&id, "c1"),
+            day_index(1, day).len_key(),
+            wrap_election("bob", "r1"),
+            sent("bob", day).len_key(),
+            wallet("bob").len_key(),
+        ];
+        for c in &counters {
+            assert!(c.ends_with("/n") || c.ends_with("/len"), "{c}");
+        }
+        // Value keys never end like counters, whatever the client sends.
+        let values = [
+            packet(&id),
+            wrap_request("bob", "x/n"),
+            wrap_request("bob", "x/len"),
+            day_index(1, day).slot(3),
+            day_index_low(1, day),
+            wallet("bob").marker("p.c1"),
+        ];
+        for v in &values {
+            assert!(!v.ends_with("/n") && !v.ends_with("/len"), "{v}");
+        }
+    }
+
+    #[test]
+    fn user_keys_are_sharded_by_user() {
+        assert!(user("alice").starts_with('u'));
+        assert_eq!(user("alice"), user("alice"));
+        assert!(received("alice", Day { year: 2026, month: 2, day: 3 }).0.ends_with("/alice/recv/20260203"));
+    }
+}

@@ -1,0 +1,51 @@
+//! Every operation of the contract, implemented once over the `Store`
+//! abstraction. The write sequence of each, and why every crash point between
+//! two store calls is safe, is written in `shared/README.md` and next to each
+//! function. Functions (the Wasm components) only decode, call these, and
+//! encode.
+
+mod packet;
+mod sweep;
+mod user;
+
+pub use packet::{GrabView, OpenView};
+pub use sweep::{ExpireReport, Mismatch, ReconcileReport, SettleReport};
+pub use user::{ReceivedView, SentView, WalletView};
+
+use crate::config::Config;
+use crate::env::Env;
+use crate::error::Error;
+use crate::id::PacketId;
+use crate::keys;
+use crate::record::Packet;
+use crate::store::{lists, Store};
+
+/// The operations, bound to one store, one configuration and one request's
+/// environment.
+pub struct Service<'a, S: Store> {
+    pub store: &'a S,
+    pub config: &'a Config,
+    pub env: Env,
+}
+
+impl<'a, S: Store> Service<'a, S> {
+    pub fn new(store: &'a S, config: &'a Config, env: Env) -> Self {
+        Service { store, config, env }
+    }
+
+    /// Reads a packet record; `not_found` if there is none.
+    fn load(&self, id: &PacketId) -> Result<Packet, Error> {
+        match self.store.get(&keys::packet(id))? {
+            Some(bytes) => Packet::decode(&bytes).map_err(Error::Internal),
+            None => Err(Error::NotFound),
+        }
+    }
+
+    /// Appends the packet to its sender's sent list (idempotent: a replay or a
+    /// repair by settle does not add it twice).
+    fn record_sent(&self, p: &Packet) -> Result<(), Error> {
+        let id = PacketId::parse(&p.id).ok_or_else(|| Error::Internal(format!("bad id in record {}", p.id)))?;
+        lists::append_once(self.store, &keys::sent(&p.sender, id.day()), &p.id, p.id.as_bytes())?;
+        Ok(())
+    }
+}

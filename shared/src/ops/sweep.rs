@@ -1,0 +1,289 @@
+//! The batch side: the refund sweep (expire), wallet credit (settle, 入账) and
+//! reconciliation (对账). They walk the per-SET day indexes of the hot
+//! day-tables; everything they do is idempotent, so they are safe to run
+//! concurrently, repeatedly, and after a crash at any point.
+
+use super::packet::decode_existing;
+use super::Service;
+use crate::config::MAX_TTL_SECONDS;
+use crate::error::Error;
+use crate::id::{PacketId, SETS};
+use crate::keys;
+use crate::money::Fen;
+use crate::record::{EntryKind, Packet, ReceivedItem, Status, WalletEntry};
+use crate::state::{self, Swept};
+use crate::store::{lists, update, Step, Store};
+use crate::time::{Day, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+
+/// Day-tables a sweep looks at (the seeds' `dd` cycle). A packet's money all
+/// moves within payment window + TTL (at most 2 x 14 days) of its creation, so
+/// 31 days leave three days of slack for a sweeper that was down.
+pub const HOT_DAYS: i64 = 31;
+
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ExpireReport {
+    pub scanned: u64,
+    pub refunded: u64,
+    pub refund_fen: u64,
+}
+
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct SettleReport {
+    pub credited: u64,
+    pub credited_fen: u64,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq, Clone)]
+pub struct Mismatch {
+    pub packet_id: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub day: String,
+    pub packets: u64,
+    pub total_fen: u64,
+    pub claimed_fen: u64,
+    pub refunded_fen: u64,
+    pub outstanding_fen: u64,
+    pub credited_fen: u64,
+    pub mismatches: Vec<Mismatch>,
+}
+
+/// Where a sweep may start in one day index: slots before `next` hold only
+/// packets that will never change again. `closed`: the whole day is done.
+/// Written with plain `set`: it is a hint that only ever skips finished work,
+/// so a stale (lower) value written by a concurrent sweep is harmless.
+#[derive(Debug, Default, Serialize, Deserialize, Clone, Copy, PartialEq, Eq)]
+struct IndexHint {
+    next: i64,
+    closed: bool,
+}
+
+impl<S: Store> Service<'_, S> {
+    /// The refund sweep: every active packet past expiry is refunded its
+    /// remainder, exactly once; exhausted packets past expiry become expired.
+    ///
+    /// Per packet, one CAS round on its record. The refund amount is written
+    /// in the same record version that zeroes the remainder, so there is no
+    /// crash point between them; the wallet credit is settle's job.
+    pub fn expire(&mut self) -> Result<ExpireReport, Error> {
+        let op = format!("expire:{:016x}", self.env.random());
+        let now = self.env.now;
+        let mut report = ExpireReport::default();
+        self.walk(|svc, id| {
+            report.scanned += 1;
+            let outcome = update(svc.store, &mut svc.env, &keys::packet(id), |current, _| {
+                let Some(bytes) = current else { return Ok(Step::Done(None)) };
+                let p = Packet::decode(bytes).map_err(Error::Internal)?;
+                Ok(match state::expire(&p, now, &op) {
+                    Swept::Refunded(next) | Swept::Expired(next) => Step::Write(next.encode(), Some((next, true))),
+                    // Our own write, reported as failed by the store: still ours.
+                    Swept::Unchanged => {
+                        let ours = p.last_op == op;
+                        Step::Done(Some((p, ours)))
+                    }
+                })
+            })?;
+            let Some((packet, ours)) = outcome else { return Ok(true) };
+            if ours && packet.status == Status::Refunded {
+                report.refunded += 1;
+                report.refund_fen += packet.refund_fen.unwrap_or_default().0;
+            }
+            Ok(svc.is_done(&packet))
+        })?;
+        Ok(report)
+    }
+
+    /// Wallet credit (入账): every recorded claim to its receiver, every refund
+    /// to its sender, exactly once each.
+    ///
+    /// Per credit: append the entry to the owner's wallet under its name
+    /// (idempotent), then `increment` a per-credit election counter; only the
+    /// run that sees 1 reports the credit, so concurrent runs never report one
+    /// twice. Then one CAS records settle progress on the packet. A crash
+    /// anywhere leaves work the next run redoes without duplicating it.
+    pub fn settle(&mut self) -> Result<SettleReport, Error> {
+        let op = format!("settle:{:016x}", self.env.random());
+        let mut report = SettleReport::default();
+        self.walk(|svc, id| {
+            let packet = match svc.load(id) {
+                Ok(p) => p,
+                Err(Error::NotFound) => return Ok(true),
+                Err(e) => return Err(e),
+            };
+            if !packet.status.is_paid() || packet.is_settled() {
+                return Ok(svc.is_done(&packet));
+            }
+            svc.settle_packet(id, &packet, &op, &mut report)?;
+            Ok(false) // re-checked as done on a later run, after progress is recorded
+        })?;
+        Ok(report)
+    }
+
+    fn settle_packet(&mut self, id: &PacketId, p: &Packet, op: &str, report: &mut SettleReport) -> Result<(), Error> {
+        for claim in &p.claims[p.settled_claims as usize..] {
+            let item = ReceivedItem {
+                packet_id: p.id.clone(),
+                sender: p.sender.clone(),
+                amount_fen: claim.amount_fen,
+                claimed_at: claim.claimed_at,
+            };
+            self.record_received(&claim.user, &item)?;
+            let entry = WalletEntry { kind: EntryKind::Claim, packet_id: p.id.clone(), amount_fen: claim.amount_fen, at: claim.claimed_at };
+            self.credit(&claim.user, &entry, &keys::credit_election(id, &format!("c{}", claim.seq)), report)?;
+        }
+        let refund = p.refund_fen.filter(|r| r.0 > 0);
+        if let (Some(amount), false) = (refund, p.refund_settled) {
+            let at = p.refunded_at.unwrap_or(self.env.now);
+            let entry = WalletEntry { kind: EntryKind::Refund, packet_id: p.id.clone(), amount_fen: amount, at };
+            self.credit(&p.sender, &entry, &keys::credit_election(id, "refund"), report)?;
+        }
+        self.record_sent(p)?;
+        let through = p.claims.len() as u32;
+        update(self.store, &mut self.env, &keys::packet(id), |current, _| {
+            let now = decode_existing(current)?;
+            Ok(match state::record_settled(&now, through, refund.is_some(), op) {
+                Some(next) => Step::Write(next.encode(), ()),
+                None => Step::Done(()),
+            })
+        })
+    }
+
+    fn credit(&self, owner: &str, entry: &WalletEntry, election: &str, report: &mut SettleReport) -> Result<(), Error> {
+        let bytes = serde_json::to_vec(entry).expect("serialises");
+        lists::append_once(self.store, &keys::wallet(owner), &entry.name(), &bytes)?;
+        if self.store.increment(election, 1)? == 1 {
+            report.credited += 1;
+            report.credited_fen += entry.amount_fen.0;
+        }
+        Ok(())
+    }
+
+    /// A packet no sweep needs to look at again.
+    fn is_done(&self, p: &Packet) -> bool {
+        match p.status {
+            // Unpayable once the longest possible payment window has passed.
+            Status::AwaitingPayment => self.env.now >= p.created_at.plus_seconds(MAX_TTL_SECONDS),
+            Status::Expired | Status::Refunded => p.is_settled(),
+            Status::Active | Status::Exhausted => false,
+        }
+    }
+
+    /// Visits every packet of the hot day-tables that is not known to be done,
+    /// SET by SET. `visit` returns whether the packet is done for good; the
+    /// index hints advance over finished prefixes.
+    fn walk(&mut self, mut visit: impl FnMut(&mut Self, &PacketId) -> Result<bool, Error>) -> Result<(), Error> {
+        let today = self.env.now.day();
+        let tables: Vec<(u32, Day)> =
+            (0..HOT_DAYS).flat_map(|back| (0..SETS).map(move |set| (set, today.minus_days(back)))).collect();
+        let hint_keys: Vec<String> = tables.iter().map(|&(set, day)| keys::day_index_low(set, day)).collect();
+        let mut hints = Vec::with_capacity(tables.len());
+        for chunk in hint_keys.chunks(256) {
+            hints.extend(self.store.get_many(chunk)?);
+        }
+        for ((&(set, day), hint_key), hint) in tables.iter().zip(&hint_keys).zip(hints) {
+            let hint: IndexHint = hint.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+            if hint.closed {
+                continue;
+            }
+            let (len, items) = lists::read_from(self.store, &keys::day_index(set, day), hint.next.max(1))?;
+            // A hole in a recent day may be an append still in flight; in an
+            // older day it is a crashed append and will never fill.
+            let settled_day = day.start() < Timestamp(self.env.now.0 - 2 * 86_400);
+            let mut next = hint.next.max(1);
+            let mut prefix_done = true;
+            let mut seen = HashSet::new();
+            let mut present = items.into_iter().peekable();
+            for slot in hint.next.max(1)..=len {
+                let done = match present.peek() {
+                    Some((k, _)) if *k == slot => {
+                        let (_, bytes) = present.next().expect("peeked");
+                        match String::from_utf8(bytes).ok().and_then(|s| PacketId::parse(&s)) {
+                            Some(id) if seen.insert(id.clone()) => visit(self, &id)?,
+                            _ => true,
+                        }
+                    }
+                    _ => settled_day,
+                };
+                prefix_done &= done;
+                if prefix_done {
+                    next = slot + 1;
+                }
+            }
+            let closed = settled_day && next > len;
+            let advanced = IndexHint { next, closed };
+            if advanced != hint && (advanced.next > hint.next || closed) {
+                self.store.set(hint_key, &serde_json::to_vec(&advanced).expect("serialises"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reconciliation (对账) over the packets created on `day`: totals, and
+    /// every broken invariant or missing credit named per packet.
+    pub fn reconcile(&self, day: Day) -> Result<ReconcileReport, Error> {
+        let mut report = ReconcileReport { day: day.to_string(), ..Default::default() };
+        let mut seen = HashSet::new();
+        for set in 0..SETS {
+            for bytes in lists::read(self.store, &keys::day_index(set, day))? {
+                let Some(id) = String::from_utf8(bytes).ok().and_then(|s| PacketId::parse(&s)) else { continue };
+                if !seen.insert(id.clone()) {
+                    continue;
+                }
+                let p = match self.load(&id) {
+                    Ok(p) => p,
+                    Err(Error::NotFound) => continue, // a lost wrap election's orphan
+                    Err(e) => return Err(e),
+                };
+                report.packets += 1;
+                if p.status.is_paid() {
+                    self.reconcile_packet(&p, &mut report)?;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn reconcile_packet(&self, p: &Packet, report: &mut ReconcileReport) -> Result<(), Error> {
+        let mismatch = |reason: &str| Mismatch { packet_id: p.id.clone(), reason: reason.to_owned() };
+        report.total_fen += p.total_fen.0;
+        report.claimed_fen += p.claimed_fen().0;
+        report.refunded_fen += p.refund_fen.unwrap_or_default().0;
+        report.outstanding_fen += p.remaining_fen.0;
+        report.mismatches.extend(p.invariant_violations().into_iter().map(mismatch));
+
+        // Credits: each claim in its receiver's wallet, the refund in the sender's.
+        let mut expected: Vec<(String, WalletEntry, bool)> = p
+            .claims
+            .iter()
+            .map(|c| {
+                let entry = WalletEntry { kind: EntryKind::Claim, packet_id: p.id.clone(), amount_fen: c.amount_fen, at: c.claimed_at };
+                (c.user.clone(), entry, c.seq <= p.settled_claims)
+            })
+            .collect();
+        if let Some(amount) = p.refund_fen.filter(|r| r.0 > 0) {
+            let at = p.refunded_at.unwrap_or(p.created_at);
+            let entry = WalletEntry { kind: EntryKind::Refund, packet_id: p.id.clone(), amount_fen: amount, at };
+            expected.push((p.sender.clone(), entry, p.refund_settled));
+        }
+        let markers: Vec<String> = expected.iter().map(|(owner, e, _)| keys::wallet(owner).marker(&e.name())).collect();
+        let found = self.store.get_many(&markers)?;
+        let mut credited = Fen::ZERO;
+        for ((_, entry, recorded_as_settled), found) in expected.iter().zip(found) {
+            match found.and_then(|b| serde_json::from_slice::<WalletEntry>(&b).ok()) {
+                Some(credit) if credit.amount_fen == entry.amount_fen => {
+                    credited = credited.checked_add(credit.amount_fen).unwrap_or(Fen(u64::MAX));
+                }
+                Some(_) => report.mismatches.push(mismatch("credit_amount_mismatch")),
+                None if *recorded_as_settled => report.mismatches.push(mismatch("credit_missing")),
+                None => {}
+            }
+        }
+        report.credited_fen += credited.0;
+        Ok(())
+    }
+}
