@@ -16,14 +16,14 @@ use std::time::Duration;
 const WRAP_WAIT_ROUNDS: u32 = 50;
 const WRAP_WAIT_STEP: Duration = Duration::from_millis(20);
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, PartialEq, Eq, Serialize)]
 pub struct GrabView {
     pub ticket: String,
     pub ticket_expires_at: String,
     pub remaining_count: u32,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, PartialEq, Eq, Serialize)]
 pub struct OpenView {
     pub claim: ClaimView,
     pub remaining_count: u32,
