@@ -45,6 +45,11 @@ impl Endpoint {
         Endpoint::Reconcile,
     ];
 
+    /// This endpoint's bit in a component's endpoint set (see `serve`).
+    pub const fn bit(self) -> u32 {
+        1 << self as u32
+    }
+
     pub fn method(self) -> &'static str {
         match self {
             Endpoint::Query | Endpoint::Sent | Endpoint::Received | Endpoint::Wallet | Endpoint::Reconcile => "GET",
@@ -124,17 +129,22 @@ impl Response {
     }
 }
 
-/// Serves `req` if it is one of `endpoints` (the routes this component owns):
-/// 405 for a known path with the wrong method, 404 for anything else.
-pub fn serve<S: Store>(endpoints: &[Endpoint], store: &S, config: Result<&Config, Error>, env: Env, req: &Request) -> Response {
+/// Serves `req` if it is one of the endpoints in `ENDPOINTS` (a set of
+/// `Endpoint::bit`s: the routes this component owns): 405 for a known path
+/// with the wrong method, 404 for anything else. The set is a const generic so
+/// each component compiles only the operations it serves.
+pub fn serve<const ENDPOINTS: u32, S: Store>(store: &S, config: Result<&Config, Error>, env: Env, req: &Request) -> Response {
     let mut method_mismatch = false;
-    for &endpoint in endpoints {
+    for endpoint in Endpoint::ALL {
+        if ENDPOINTS & endpoint.bit() == 0 {
+            continue;
+        }
         let Some(id) = endpoint.matches(req.path) else { continue };
         if !req.method.eq_ignore_ascii_case(endpoint.method()) {
             method_mismatch = true;
             continue;
         }
-        let result = config.and_then(|config| handle(endpoint, id, &mut Service::new(store, config, env), req));
+        let result = config.and_then(|config| handle::<ENDPOINTS, S>(endpoint, id, &mut Service::new(store, config, env), req));
         return match result {
             Ok(response) => response,
             Err(e) => Response::error(&e),
@@ -143,7 +153,18 @@ pub fn serve<S: Store>(endpoints: &[Endpoint], store: &S, config: Result<&Config
     Response::error(&if method_mismatch { Error::MethodNotAllowed } else { Error::NotFound })
 }
 
-fn handle<S: Store>(endpoint: Endpoint, id: Option<&str>, svc: &mut Service<'_, S>, req: &Request) -> Result<Response, Error> {
+/// A set of endpoints as `serve` takes it.
+pub const fn endpoints(list: &[Endpoint]) -> u32 {
+    let mut set = 0;
+    let mut i = 0;
+    while i < list.len() {
+        set |= list[i].bit();
+        i += 1;
+    }
+    set
+}
+
+fn handle<const ENDPOINTS: u32, S: Store>(endpoint: Endpoint, id: Option<&str>, svc: &mut Service<'_, S>, req: &Request) -> Result<Response, Error> {
     if req.body.len() > MAX_BODY_BYTES {
         return Err(Error::PayloadTooLarge);
     }
@@ -154,57 +175,64 @@ fn handle<S: Store>(endpoint: Endpoint, id: Option<&str>, svc: &mut Service<'_, 
     // A malformed id and an unknown one both answer 404.
     let packet = || id.and_then(PacketId::parse).ok_or(Error::NotFound);
     Ok(match endpoint {
-        Endpoint::Wrap => {
+        Endpoint::Wrap if owns::<ENDPOINTS>(Endpoint::Wrap) => {
             let sender = user()?;
             let request = api::parse_wrap(req.body, svc.config)?;
             let (status, view) = svc.wrap(&sender, &request)?;
             Response::json(status, &view)
         }
-        Endpoint::Payment => {
+        Endpoint::Payment if owns::<ENDPOINTS>(Endpoint::Payment) => {
             auth::verify_payment(header("x-payment-signature").as_deref(), &svc.config.payment_secret, req.body)?;
             let id = packet()?;
             let request = api::parse_payment(req.body)?;
             Response::json(200, &svc.pay(&id, &request)?)
         }
-        Endpoint::Grab => {
+        Endpoint::Grab if owns::<ENDPOINTS>(Endpoint::Grab) => {
             let user = user()?;
             Response::json(200, &svc.grab(&packet()?, &user)?)
         }
-        Endpoint::Open => {
+        Endpoint::Open if owns::<ENDPOINTS>(Endpoint::Open) => {
             let user = user()?;
             let id = packet()?;
             let ticket = api::parse_open(req.body)?;
             Response::json(200, &svc.open(&id, &user, &ticket)?)
         }
-        Endpoint::Query => {
+        Endpoint::Query if owns::<ENDPOINTS>(Endpoint::Query) => {
             user()?;
             Response::json(200, &svc.query(&packet()?)?)
         }
-        Endpoint::Sent => {
+        Endpoint::Sent if owns::<ENDPOINTS>(Endpoint::Sent) => {
             let user = user()?;
             Response::json(200, &svc.sent(&user, api::parse_day(req.query, now)?)?)
         }
-        Endpoint::Received => {
+        Endpoint::Received if owns::<ENDPOINTS>(Endpoint::Received) => {
             let user = user()?;
             Response::json(200, &svc.received(&user, api::parse_day(req.query, now)?)?)
         }
-        Endpoint::Wallet => {
+        Endpoint::Wallet if owns::<ENDPOINTS>(Endpoint::Wallet) => {
             let user = user()?;
             Response::json(200, &svc.wallet(&user)?)
         }
-        Endpoint::Expire => {
+        Endpoint::Expire if owns::<ENDPOINTS>(Endpoint::Expire) => {
             admin()?;
             Response::json(200, &svc.expire()?)
         }
-        Endpoint::Settle => {
+        Endpoint::Settle if owns::<ENDPOINTS>(Endpoint::Settle) => {
             admin()?;
             Response::json(200, &svc.settle()?)
         }
-        Endpoint::Reconcile => {
+        Endpoint::Reconcile if owns::<ENDPOINTS>(Endpoint::Reconcile) => {
             admin()?;
             Response::json(200, &svc.reconcile(api::parse_day(req.query, now)?)?)
         }
+        _ => return Err(Error::NotFound),
     })
+}
+
+/// A constant per component and endpoint, so the compiler drops the arms of
+/// endpoints a component does not serve.
+const fn owns<const ENDPOINTS: u32>(endpoint: Endpoint) -> bool {
+    ENDPOINTS & endpoint.bit() != 0
 }
 
 #[cfg(test)]

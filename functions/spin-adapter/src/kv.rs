@@ -1,0 +1,90 @@
+//! `wasi:keyvalue@0.2.0-draft2` as a `hongbao::Store`.
+
+use hongbao::store::{Store, StoreError, SwapError};
+use spin_sdk::experimental::wasi::keyvalue::{atomics, batch, store};
+
+pub struct KvStore {
+    bucket: store::Bucket,
+}
+
+impl KvStore {
+    pub fn open(label: &str) -> Result<KvStore, StoreError> {
+        store::open(label).map(|bucket| KvStore { bucket }).map_err(error)
+    }
+}
+
+fn error(e: store::Error) -> StoreError {
+    StoreError(match e {
+        store::Error::NoSuchStore => "no such store".into(),
+        store::Error::AccessDenied => "access denied".into(),
+        store::Error::Other(message) => message,
+    })
+}
+
+impl Store for KvStore {
+    type Cas = atomics::Cas;
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.bucket.get(key).map_err(error)
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.bucket.set(key, value).map_err(error)
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.bucket.delete(key).map_err(error)
+    }
+
+    fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        self.bucket.exists(key).map_err(error)
+    }
+
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found = batch::get_many(&self.bucket, keys).map_err(error)?;
+        Ok(crate::kv::align(keys, found))
+    }
+
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        atomics::increment(&self.bucket, key, delta).map_err(error)
+    }
+
+    fn cas(&self, key: &str) -> Result<atomics::Cas, StoreError> {
+        atomics::Cas::new(&self.bucket, key).map_err(error)
+    }
+
+    fn current(&self, cas: &atomics::Cas) -> Result<Option<Vec<u8>>, StoreError> {
+        cas.current().map_err(error)
+    }
+
+    fn swap(&self, cas: atomics::Cas, value: &[u8]) -> Result<(), SwapError> {
+        atomics::swap(cas, value).map_err(|e| match e {
+            atomics::CasError::CasFailed(_) => SwapError::CasFailed,
+            atomics::CasError::StoreError(e) => SwapError::Store(error(e)),
+        })
+    }
+}
+
+/// `get-many` answers (key, value) pairs and Spin's SQLite store leaves
+/// missing keys out entirely; line the answers up with the keys asked for.
+pub fn align(keys: &[String], found: Vec<(String, Option<Vec<u8>>)>) -> Vec<Option<Vec<u8>>> {
+    let mut by_key: std::collections::HashMap<String, Option<Vec<u8>>> = found.into_iter().collect();
+    keys.iter().map(|k| by_key.remove(k).flatten()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::align;
+
+    #[test]
+    fn get_many_answers_line_up_with_the_keys() {
+        let keys: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let found = vec![("c".to_string(), Some(b"3".to_vec())), ("a".to_string(), Some(b"1".to_vec()))];
+        assert_eq!(align(&keys, found), vec![Some(b"1".to_vec()), None, Some(b"3".to_vec())]);
+        let with_none = vec![("b".to_string(), None)];
+        assert_eq!(align(&keys, with_none), vec![None, None, None]);
+    }
+}

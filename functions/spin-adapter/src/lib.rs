@@ -1,0 +1,129 @@
+//! The one place where hongbao meets Spin. A component is one line,
+//! `hongbao_spin::component!(Endpoint::Grab);`, which exports the WASI 0.3
+//! HTTP handler (`wasi:http/handler@0.3.0-rc-2026-03-15`) and serves the
+//! endpoints named. This crate turns the WASI request into a
+//! `hongbao::http::Request`, opens the key-value store as a `hongbao::Store`,
+//! reads the application variables into a `hongbao::Config`, and writes the
+//! answer back as a WASI response.
+//!
+//! Only standard imports are used: `wasi:http` 0.3, `wasi:keyvalue@0.2.0-draft2`
+//! (store, atomics, batch) and `wasi:config/store@0.2.0-draft-2024-09-27`, the
+//! synchronous twins Spin 4 offers beside its async `spin:key-value@3` and
+//! `spin:variables@3`, so any WASI host with these interfaces can run us.
+//!
+//! Why not `#[spin_sdk::http_service]`: it converts every request into an
+//! `http::Request`, and that layer (header parsing, body adapters) was the
+//! largest avoidable part of each component. The raw WASI types are enough.
+
+mod body;
+mod kv;
+
+pub use hongbao::http::{endpoints, Endpoint};
+#[doc(hidden)]
+pub use spin_sdk::wasip3;
+
+use hongbao::{Config, Env, Error, Timestamp};
+use spin_sdk::wasip3::http::types::{ErrorCode, Fields, Method, Request, Response};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The store label every component uses (see spin.toml and shared/README.md).
+pub const STORE_LABEL: &str = "default";
+
+/// Declares a Spin component serving the given endpoints.
+#[macro_export]
+macro_rules! component {
+    ($($endpoint:ident),+ $(,)?) => {
+        #[cfg(target_arch = "wasm32")]
+        mod __hongbao_component {
+            use $crate::wasip3::http::types::{ErrorCode, Request, Response};
+
+            struct Component;
+            $crate::wasip3::http::service::export!(Component with_types_in $crate::wasip3);
+
+            impl $crate::wasip3::exports::http::handler::Guest for Component {
+                async fn handle(request: Request) -> Result<Response, ErrorCode> {
+                    const ENDPOINTS: u32 = $crate::endpoints(&[$($crate::Endpoint::$endpoint),+]);
+                    $crate::serve::<ENDPOINTS>(request).await
+                }
+            }
+        }
+    };
+}
+
+/// Serves one request for a component that owns the endpoint set `ENDPOINTS`.
+pub async fn serve<const ENDPOINTS: u32>(request: Request) -> Result<Response, ErrorCode> {
+    let method = method_name(request.get_method());
+    let target = request.get_path_with_query().unwrap_or_else(|| "/".into());
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target.as_str(), None),
+    };
+    let headers = request.get_headers();
+    let header = |name: &str| headers.get(name).into_iter().next().and_then(|v| String::from_utf8(v).ok());
+    let body = match body::read_limited(request, &header).await {
+        Ok(bytes) => bytes,
+        Err(e) => return respond(hongbao::http::Response::error(&e)).await,
+    };
+    let request = hongbao::http::Request { method: &method, path, query, header: &header, body: &body };
+    let response = match kv::KvStore::open(STORE_LABEL) {
+        Ok(store) => {
+            let config = load_config();
+            hongbao::http::serve::<ENDPOINTS, _>(&store, config.as_ref().map_err(Clone::clone), system_env(), &request)
+        }
+        Err(e) => hongbao::http::Response::error(&Error::from(e)),
+    };
+    if response.status >= 500 {
+        // Spin collects component stderr in its logs.
+        eprintln!("{method} {path} -> {} {}", response.status, String::from_utf8_lossy(&response.body));
+    }
+    respond(response).await
+}
+
+fn method_name(method: Method) -> String {
+    match method {
+        Method::Get => "GET".into(),
+        Method::Head => "HEAD".into(),
+        Method::Post => "POST".into(),
+        Method::Put => "PUT".into(),
+        Method::Delete => "DELETE".into(),
+        Method::Connect => "CONNECT".into(),
+        Method::Options => "OPTIONS".into(),
+        Method::Trace => "TRACE".into(),
+        Method::Patch => "PATCH".into(),
+        Method::Other(other) => other,
+    }
+}
+
+/// All variables of this component in one host call.
+fn load_config() -> Result<Config, Error> {
+    let pairs = spin_sdk::experimental::wasi::config::store::get_all()
+        .map_err(|e| Error::Internal(format!("reading variables: {e:?}")))?;
+    Config::load(|name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+}
+
+/// The request's clock, the host's CSPRNG (`wasi:random`, one call per
+/// draw: ids and seeds must be unguessable, and a request draws only a few),
+/// and a blocking pause for CAS backoff (the operations are synchronous, like
+/// the store calls they make).
+fn system_env() -> Env {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    Env::new(Timestamp(now), Box::new(rand::rand_core::UnwrapErr(rand::rngs::SysRng)), std::thread::sleep)
+}
+
+/// Writes a response: status, headers, and the body through a stream that a
+/// spawned task fills (the host reads it after `handle` returns).
+async fn respond(r: hongbao::http::Response) -> Result<Response, ErrorCode> {
+    let entries: Vec<(String, Vec<u8>)> = r.headers.into_iter().map(|(k, v)| (k.to_owned(), v.into_bytes())).collect();
+    let headers = Fields::from_list(&entries).map_err(|e| ErrorCode::InternalError(Some(format!("{e:?}"))))?;
+    let (mut writer, reader) = wasip3::wit_stream::new::<u8>();
+    let (trailers_writer, trailers) = wasip3::wit_future::new(|| Ok(None));
+    let (response, _sent) = Response::new(headers, Some(reader), trailers);
+    response.set_status_code(r.status).map_err(|()| ErrorCode::InternalError(Some("bad status".into())))?;
+    let body = r.body;
+    wasip3::wit_bindgen::spawn(async move {
+        writer.write_all(body).await;
+        drop(writer);
+        drop(trailers_writer);
+    });
+    Ok(response)
+}
