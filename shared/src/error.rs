@@ -13,6 +13,8 @@ pub enum Error {
     Unauthorized(&'static str),
     BadSignature,
     NotFound,
+    /// No endpoint at this path (also 404 `not_found`).
+    NoRoute,
     IdempotencyConflict(String),
     AlreadyPaid,
     AmountMismatch { expected: u64, got: u64 },
@@ -37,7 +39,7 @@ impl Error {
             Error::InvalidJson(_) => 400,
             Error::Unauthorized(_) | Error::BadSignature => 401,
             Error::InvalidTicket(_) => 403,
-            Error::NotFound => 404,
+            Error::NotFound | Error::NoRoute => 404,
             Error::MethodNotAllowed => 405,
             Error::IdempotencyConflict(_) | Error::AlreadyPaid | Error::NotSent | Error::AlreadyClaimed(_) => 409,
             Error::Expired | Error::Exhausted => 410,
@@ -55,7 +57,7 @@ impl Error {
             Error::InvalidArgument(_) => "invalid_argument",
             Error::Unauthorized(_) => "unauthorized",
             Error::BadSignature => "bad_signature",
-            Error::NotFound => "not_found",
+            Error::NotFound | Error::NoRoute => "not_found",
             Error::IdempotencyConflict(_) => "idempotency_conflict",
             Error::AlreadyPaid => "already_paid",
             Error::AmountMismatch { .. } => "amount_mismatch",
@@ -78,6 +80,7 @@ impl Error {
             Error::Unauthorized(m) | Error::InvalidTicket(m) => (*m).to_owned(),
             Error::BadSignature => "x-payment-signature does not match the body".into(),
             Error::NotFound => "no such packet".into(),
+            Error::NoRoute => "no such endpoint".into(),
             Error::AlreadyPaid => "the packet was paid by another payment".into(),
             Error::AmountMismatch { expected, got } => {
                 format!("amount_fen {got} does not match the packet's total_fen {expected}")

@@ -150,7 +150,7 @@ pub fn serve<const ENDPOINTS: u32, S: Store>(store: &S, config: Result<&Config, 
             Err(e) => Response::error(&e),
         };
     }
-    Response::error(&if method_mismatch { Error::MethodNotAllowed } else { Error::NotFound })
+    Response::error(&if method_mismatch { Error::MethodNotAllowed } else { Error::NoRoute })
 }
 
 /// A set of endpoints as `serve` takes it.

@@ -1,0 +1,334 @@
+//! The host's key-value store.
+//!
+//! One authoritative map in memory, with a write sequence number per entry:
+//! compare-and-set compares that number (captured at `current()`), not the
+//! value, so it is strict: any write in between fails the swap, and a swap
+//! from "absent" fails if the key appeared meanwhile. That is stricter than
+//! Spin's SQLite store (value comparison, blind upsert from absent) and than
+//! its Redis store (which reports failure on every swap).
+//!
+//! Durability is optional and layered under the map: with a journal
+//! (`sqlite::Journal`), every mutation is queued in sequence order while the
+//! map is locked, and a writer thread commits whatever is queued in one
+//! SQLite transaction (group commit: one fsync for every request waiting).
+//! An operation answers with a `Ticket`; the host function awaits it before
+//! returning to the guest, so nothing a component was told is stored can be
+//! lost on kill -9. Reads wait too, for the entries they return, so no
+//! request acts on (or shows a client) a write that could still vanish.
+//!
+//! Counters (written by `increment`) and values (written by `set`/`swap`) are
+//! kept apart while the process runs: `get` of a counter and `increment` of a
+//! value are errors, as they are bugs on every real backend. On disk a counter
+//! is 8 bytes little-endian, as Spin's SQLite store keeps it.
+
+pub mod sqlite;
+pub mod wasi;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvError(pub String);
+
+impl std::fmt::Display for KvError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A write sequence number to wait for before answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Ticket(pub u64);
+
+#[derive(Debug, Clone)]
+enum Value {
+    Bytes(Vec<u8>),
+    Counter(i64),
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    value: Value,
+    seq: u64,
+}
+
+/// A mutation to make durable, in sequence order.
+#[derive(Debug, Clone)]
+pub struct Mutation {
+    pub label: String,
+    pub key: String,
+    /// `None` deletes.
+    pub value: Option<Vec<u8>>,
+    pub seq: u64,
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<(String, String), Entry>,
+    next_seq: u64,
+}
+
+/// Counts of store calls, for the benchmarks.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub calls: AtomicU64,
+    pub swaps: AtomicU64,
+    pub swaps_failed: AtomicU64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub calls: u64,
+    pub swaps: u64,
+    pub swaps_failed: u64,
+}
+
+pub struct Kv {
+    state: Mutex<State>,
+    journal: Option<sqlite::Journal>,
+    pub stats: Stats,
+}
+
+/// The outcome of a swap whose comparison failed: what the key holds now.
+#[derive(Debug)]
+pub struct CasFailed {
+    pub current_seq: u64,
+}
+
+impl Kv {
+    /// A store that lives and dies with the process (`--memory`).
+    pub fn in_memory() -> Kv {
+        Kv { state: Mutex::new(State { entries: HashMap::new(), next_seq: 1 }), journal: None, stats: Stats::default() }
+    }
+
+    /// A durable store: loads every row of the journal's database, then
+    /// journals every mutation.
+    pub fn durable(journal: sqlite::Journal) -> Result<Kv, KvError> {
+        let rows = journal.load()?;
+        let entries = rows
+            .into_iter()
+            .map(|(label, key, value)| ((label, key), Entry { value: Value::Bytes(value), seq: 1 }))
+            .collect();
+        Ok(Kv { state: Mutex::new(State { entries, next_seq: 2 }), journal: Some(journal), stats: Stats::default() })
+    }
+
+    pub fn is_durable(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            calls: self.stats.calls.load(Ordering::Relaxed),
+            swaps: self.stats.swaps.load(Ordering::Relaxed),
+            swaps_failed: self.stats.swaps_failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Waits until everything up to `ticket` is durable (at once in memory).
+    pub async fn wait(&self, ticket: Ticket) -> Result<(), KvError> {
+        match &self.journal {
+            Some(journal) => journal.wait(ticket).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Blocks until everything written so far is durable (for shutdown).
+    pub fn flush(&self) -> Result<(), KvError> {
+        match &self.journal {
+            Some(journal) => {
+                let last = Ticket(self.state.lock().unwrap().next_seq - 1);
+                journal.wait_blocking(last)
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn count(&self) {
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>, KvError> {
+        if let Some(journal) = &self.journal {
+            journal.check()?;
+        }
+        Ok(self.state.lock().unwrap())
+    }
+
+    /// Writes under the lock: new sequence number, map update, journal entry.
+    fn write(&self, state: &mut State, label: &str, key: &str, value: Option<Value>) -> Ticket {
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        let id = (label.to_owned(), key.to_owned());
+        let persisted = value.as_ref().map(|v| match v {
+            Value::Bytes(b) => b.clone(),
+            Value::Counter(n) => n.to_le_bytes().to_vec(),
+        });
+        match value {
+            Some(value) => {
+                state.entries.insert(id, Entry { value, seq });
+            }
+            None => {
+                state.entries.remove(&id);
+            }
+        }
+        if let Some(journal) = &self.journal {
+            journal.push(Mutation { label: label.to_owned(), key: key.to_owned(), value: persisted, seq });
+        }
+        Ticket(seq)
+    }
+
+    fn read(state: &State, label: &str, key: &str) -> Result<(Option<Vec<u8>>, u64), KvError> {
+        match state.entries.get(&(label.to_owned(), key.to_owned())) {
+            None => Ok((None, 0)),
+            Some(Entry { value: Value::Bytes(b), seq }) => Ok((Some(b.clone()), *seq)),
+            Some(Entry { value: Value::Counter(_), .. }) => {
+                Err(KvError(format!("{key} is a counter: read it with increment(key, 0), not get")))
+            }
+        }
+    }
+
+    pub fn get(&self, label: &str, key: &str) -> Result<(Option<Vec<u8>>, Ticket), KvError> {
+        self.count();
+        let state = self.lock()?;
+        let (value, seq) = Kv::read(&state, label, key)?;
+        Ok((value, Ticket(seq)))
+    }
+
+    pub fn get_many(&self, label: &str, keys: &[String]) -> Result<(Vec<(String, Option<Vec<u8>>)>, Ticket), KvError> {
+        self.count();
+        let state = self.lock()?;
+        let mut newest = 0;
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            let (value, seq) = Kv::read(&state, label, key)?;
+            newest = newest.max(seq);
+            found.push((key.clone(), value));
+        }
+        Ok((found, Ticket(newest)))
+    }
+
+    pub fn exists(&self, label: &str, key: &str) -> Result<(bool, Ticket), KvError> {
+        self.count();
+        let state = self.lock()?;
+        Ok(match state.entries.get(&(label.to_owned(), key.to_owned())) {
+            Some(entry) => (true, Ticket(entry.seq)),
+            None => (false, Ticket(0)),
+        })
+    }
+
+    pub fn list_keys(&self, label: &str) -> Result<(Vec<String>, Ticket), KvError> {
+        self.count();
+        let state = self.lock()?;
+        let mut newest = 0;
+        let mut keys: Vec<String> = state
+            .entries
+            .iter()
+            .filter(|((l, _), _)| l == label)
+            .map(|((_, k), e)| {
+                newest = newest.max(e.seq);
+                k.clone()
+            })
+            .collect();
+        keys.sort();
+        Ok((keys, Ticket(newest)))
+    }
+
+    pub fn set(&self, label: &str, key: &str, value: Vec<u8>) -> Result<Ticket, KvError> {
+        self.count();
+        let mut state = self.lock()?;
+        Ok(self.write(&mut state, label, key, Some(Value::Bytes(value))))
+    }
+
+    pub fn delete(&self, label: &str, key: &str) -> Result<Ticket, KvError> {
+        self.count();
+        let mut state = self.lock()?;
+        if !state.entries.contains_key(&(label.to_owned(), key.to_owned())) {
+            return Ok(Ticket(0));
+        }
+        Ok(self.write(&mut state, label, key, None))
+    }
+
+    pub fn increment(&self, label: &str, key: &str, delta: i64) -> Result<(i64, Ticket), KvError> {
+        self.count();
+        let mut state = self.lock()?;
+        let current = match state.entries.get(&(label.to_owned(), key.to_owned())) {
+            None => 0,
+            Some(Entry { value: Value::Counter(n), .. }) => *n,
+            // A counter loaded from disk: Spin's 8-byte little-endian form.
+            Some(Entry { value: Value::Bytes(b), .. }) if b.len() == 8 => i64::from_le_bytes(b[..].try_into().unwrap()),
+            Some(Entry { value: Value::Bytes(_), .. }) => {
+                return Err(KvError(format!("increment on {key}, a value written by set (Spin's SQLite store panics here)")));
+            }
+        };
+        let next = current.checked_add(delta).ok_or_else(|| KvError(format!("counter {key} overflows")))?;
+        let ticket = self.write(&mut state, label, key, Some(Value::Counter(next)));
+        Ok((next, ticket))
+    }
+
+    /// `cas.current()`: the value and its sequence number (0 when absent).
+    pub fn current(&self, label: &str, key: &str) -> Result<(Option<Vec<u8>>, u64, Ticket), KvError> {
+        self.count();
+        let state = self.lock()?;
+        let (value, seq) = Kv::read(&state, label, key)?;
+        Ok((value, seq, Ticket(seq)))
+    }
+
+    /// `swap`: writes if the key's sequence number is still `expected`.
+    pub fn swap(&self, label: &str, key: &str, expected: u64, value: Vec<u8>) -> Result<Result<Ticket, CasFailed>, KvError> {
+        self.count();
+        self.stats.swaps.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.lock()?;
+        let now = state.entries.get(&(label.to_owned(), key.to_owned())).map_or(0, |e| e.seq);
+        if now != expected {
+            self.stats.swaps_failed.fetch_add(1, Ordering::Relaxed);
+            return Ok(Err(CasFailed { current_seq: now }));
+        }
+        Ok(Ok(self.write(&mut state, label, key, Some(Value::Bytes(value)))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swap_is_strict_about_versions_not_values() {
+        let kv = Kv::in_memory();
+        kv.set("default", "k", b"a".to_vec()).unwrap();
+        let (_, seen, _) = kv.current("default", "k").unwrap();
+        // Same bytes written again still count as a change.
+        kv.set("default", "k", b"a".to_vec()).unwrap();
+        assert!(kv.swap("default", "k", seen, b"b".to_vec()).unwrap().is_err());
+        let (_, seen, _) = kv.current("default", "k").unwrap();
+        assert!(kv.swap("default", "k", seen, b"b".to_vec()).unwrap().is_ok());
+        assert_eq!(kv.get("default", "k").unwrap().0, Some(b"b".to_vec()));
+    }
+
+    #[test]
+    fn swap_from_absent_fails_if_the_key_appeared() {
+        let kv = Kv::in_memory();
+        let (value, seen, _) = kv.current("default", "new").unwrap();
+        assert_eq!((value, seen), (None, 0));
+        kv.set("default", "new", b"x".to_vec()).unwrap();
+        assert!(kv.swap("default", "new", seen, b"y".to_vec()).unwrap().is_err());
+    }
+
+    #[test]
+    fn counters_and_values_do_not_mix() {
+        let kv = Kv::in_memory();
+        assert_eq!(kv.increment("default", "n", 2).unwrap().0, 2);
+        assert_eq!(kv.increment("default", "n", 0).unwrap().0, 2);
+        assert!(kv.get("default", "n").is_err());
+        kv.set("default", "v", b"text".to_vec()).unwrap();
+        assert!(kv.increment("default", "v", 1).is_err());
+    }
+
+    #[test]
+    fn labels_are_separate_stores() {
+        let kv = Kv::in_memory();
+        kv.set("a", "k", b"1".to_vec()).unwrap();
+        assert_eq!(kv.get("b", "k").unwrap().0, None);
+        assert_eq!(kv.list_keys("a").unwrap().0, vec!["k".to_string()]);
+    }
+}

@@ -1,0 +1,256 @@
+//! `wasi:keyvalue@0.2.0-draft2` (store, atomics, batch) and
+//! `wasi:config/store@0.2.0-draft-2024-09-27` as host functions.
+//!
+//! The key-value functions are `async`: an operation that must wait for its
+//! commit suspends the guest without holding a thread, so many requests wait
+//! on one group commit. Buckets are opened only for the labels the
+//! component's `key_value_stores` grants (else `access-denied`, as in Spin).
+
+use super::{Kv, KvError, Ticket};
+use std::sync::Arc;
+use wasmtime::component::{HasData, Resource, ResourceTable};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "wit/keyvalue",
+        world: "wasi:keyvalue/imports",
+        imports: { default: async | trappable },
+        with: {
+            "wasi:keyvalue/store.bucket": crate::kv::wasi::Bucket,
+            "wasi:keyvalue/atomics.cas": crate::kv::wasi::Cas,
+        },
+        trappable_error_type: { "wasi:keyvalue/store.error" => crate::kv::wasi::StoreFault },
+    });
+}
+
+mod config_bindings {
+    wasmtime::component::bindgen!({
+        path: "wit/config",
+        world: "wasi:config/imports",
+        imports: { default: trappable },
+    });
+}
+
+use bindings::wasi::keyvalue::{atomics, batch, store};
+use config_bindings::wasi::config::store as config;
+
+/// An open bucket: the store label it names.
+pub struct Bucket {
+    label: String,
+}
+
+/// A compare-and-set handle: the key, and the sequence number `current()`
+/// saw (`None` until it is called, which the swap treats as "absent").
+pub struct Cas {
+    label: String,
+    key: String,
+    seen: Option<u64>,
+}
+
+/// A failed key-value call: an error for the guest, or a trap.
+pub enum StoreFault {
+    Guest(store::Error),
+    Trap(wasmtime::Error),
+}
+
+impl From<KvError> for StoreFault {
+    fn from(e: KvError) -> Self {
+        StoreFault::Guest(store::Error::Other(e.0))
+    }
+}
+
+impl From<wasmtime::component::ResourceTableError> for StoreFault {
+    fn from(e: wasmtime::component::ResourceTableError) -> Self {
+        StoreFault::Trap(e.into())
+    }
+}
+
+/// What a component's store needs for these interfaces.
+pub struct KvCtx {
+    pub kv: Arc<Kv>,
+    /// Labels from the component's `key_value_stores`.
+    pub labels: Arc<[String]>,
+    /// Labels the host provides (`default`).
+    pub provided: Arc<[String]>,
+    /// The component's variables, rendered.
+    pub variables: Arc<[(String, String)]>,
+}
+
+pub struct KvView<'a> {
+    pub ctx: &'a KvCtx,
+    pub table: &'a mut ResourceTable,
+}
+
+pub struct KvData;
+
+impl HasData for KvData {
+    type Data<'a> = KvView<'a>;
+}
+
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    view: fn(&mut T) -> KvView<'_>,
+) -> wasmtime::Result<()> {
+    bindings::Imports::add_to_linker::<T, KvData>(linker, view)?;
+    config::add_to_linker::<T, KvData>(linker, view)?;
+    Ok(())
+}
+
+impl KvView<'_> {
+    fn bucket(&self, bucket: &Resource<Bucket>) -> Result<String, StoreFault> {
+        Ok(self.table.get(bucket)?.label.clone())
+    }
+
+}
+
+/// Answers only once what was read or written is durable.
+async fn durable<T>(kv: &Kv, (value, ticket): (T, Ticket)) -> Result<T, StoreFault> {
+    kv.wait(ticket).await?;
+    Ok(value)
+}
+
+impl store::HostBucket for KvView<'_> {
+    async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Option<Vec<u8>>, StoreFault> {
+        let label = self.bucket(&bucket)?;
+        let read = self.ctx.kv.get(&label, &key)?;
+        durable(&self.ctx.kv, read).await
+    }
+
+    async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Result<(), StoreFault> {
+        let label = self.bucket(&bucket)?;
+        let ticket = self.ctx.kv.set(&label, &key, value)?;
+        durable(&self.ctx.kv, ((), ticket)).await
+    }
+
+    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<(), StoreFault> {
+        let label = self.bucket(&bucket)?;
+        let ticket = self.ctx.kv.delete(&label, &key)?;
+        durable(&self.ctx.kv, ((), ticket)).await
+    }
+
+    async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Result<bool, StoreFault> {
+        let label = self.bucket(&bucket)?;
+        let read = self.ctx.kv.exists(&label, &key)?;
+        durable(&self.ctx.kv, read).await
+    }
+
+    async fn list_keys(&mut self, bucket: Resource<Bucket>, cursor: Option<String>) -> Result<store::KeyResponse, StoreFault> {
+        if cursor.is_some() {
+            // As in Spin: one page holds every key.
+            return Err(StoreFault::Guest(store::Error::Other("list_keys: cursor not supported".into())));
+        }
+        let label = self.bucket(&bucket)?;
+        let read = self.ctx.kv.list_keys(&label)?;
+        let keys = durable(&self.ctx.kv, read).await?;
+        Ok(store::KeyResponse { keys, cursor: None })
+    }
+
+    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+        self.table.delete(bucket)?;
+        Ok(())
+    }
+}
+
+impl store::Host for KvView<'_> {
+    async fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, StoreFault> {
+        if !self.ctx.labels.contains(&identifier) {
+            return Err(StoreFault::Guest(store::Error::AccessDenied));
+        }
+        if !self.ctx.provided.contains(&identifier) {
+            return Err(StoreFault::Guest(store::Error::NoSuchStore));
+        }
+        Ok(self.table.push(Bucket { label: identifier })?)
+    }
+
+    fn convert_error(&mut self, err: StoreFault) -> wasmtime::Result<store::Error> {
+        match err {
+            StoreFault::Guest(e) => Ok(e),
+            StoreFault::Trap(e) => Err(e),
+        }
+    }
+}
+
+impl atomics::HostCas for KvView<'_> {
+    async fn new(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Resource<Cas>, StoreFault> {
+        let label = self.bucket(&bucket)?;
+        Ok(self.table.push(Cas { label, key, seen: None })?)
+    }
+
+    async fn current(&mut self, cas: Resource<Cas>) -> Result<Option<Vec<u8>>, StoreFault> {
+        let (label, key) = {
+            let cas = self.table.get(&cas)?;
+            (cas.label.clone(), cas.key.clone())
+        };
+        let (value, seq, ticket) = self.ctx.kv.current(&label, &key)?;
+        self.table.get_mut(&cas)?.seen = Some(seq);
+        durable(&self.ctx.kv, (value, ticket)).await
+    }
+
+    async fn drop(&mut self, cas: Resource<Cas>) -> wasmtime::Result<()> {
+        self.table.delete(cas)?;
+        Ok(())
+    }
+}
+
+impl atomics::Host for KvView<'_> {
+    async fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: i64) -> Result<i64, StoreFault> {
+        let label = self.bucket(&bucket)?;
+        let counted = self.ctx.kv.increment(&label, &key, delta)?;
+        durable(&self.ctx.kv, counted).await
+    }
+
+    async fn swap(&mut self, cas: Resource<Cas>, value: Vec<u8>) -> wasmtime::Result<Result<(), atomics::CasError>> {
+        let Cas { label, key, seen } = self.table.delete(cas)?;
+        let outcome = match self.ctx.kv.swap(&label, &key, seen.unwrap_or(0), value) {
+            Ok(outcome) => outcome,
+            Err(e) => return Ok(Err(atomics::CasError::StoreError(store::Error::Other(e.0)))),
+        };
+        match outcome {
+            Ok(ticket) => match self.ctx.kv.wait(ticket).await {
+                Ok(()) => Ok(Ok(())),
+                Err(e) => Ok(Err(atomics::CasError::StoreError(store::Error::Other(e.0)))),
+            },
+            // As Spin does, hand back a fresh handle that has read the current value.
+            Err(failed) => {
+                let fresh = self.table.push(Cas { label, key, seen: Some(failed.current_seq) })?;
+                Ok(Err(atomics::CasError::CasFailed(fresh)))
+            }
+        }
+    }
+}
+
+impl batch::Host for KvView<'_> {
+    async fn get_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Result<Vec<(String, Option<Vec<u8>>)>, StoreFault> {
+        let label = self.bucket(&bucket)?;
+        let read = self.ctx.kv.get_many(&label, &keys)?;
+        durable(&self.ctx.kv, read).await
+    }
+
+    async fn set_many(&mut self, bucket: Resource<Bucket>, key_values: Vec<(String, Vec<u8>)>) -> Result<(), StoreFault> {
+        let label = self.bucket(&bucket)?;
+        let mut last = Ticket(0);
+        for (key, value) in key_values {
+            last = last.max(self.ctx.kv.set(&label, &key, value)?);
+        }
+        durable(&self.ctx.kv, ((), last)).await
+    }
+
+    async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Result<(), StoreFault> {
+        let label = self.bucket(&bucket)?;
+        let mut last = Ticket(0);
+        for key in keys {
+            last = last.max(self.ctx.kv.delete(&label, &key)?);
+        }
+        durable(&self.ctx.kv, ((), last)).await
+    }
+}
+
+impl config::Host for KvView<'_> {
+    fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, config::Error>> {
+        Ok(Ok(self.ctx.variables.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())))
+    }
+
+    fn get_all(&mut self) -> wasmtime::Result<Result<Vec<(String, String)>, config::Error>> {
+        Ok(Ok(self.ctx.variables.to_vec()))
+    }
+}

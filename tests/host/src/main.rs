@@ -1,0 +1,155 @@
+//! `hongbao-host`: build and serve the app in spin.toml without Spin.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use hongbao_host::{build, client::Client, manifest::Manifest, serve, App, ServeOptions, StoreChoice};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "hongbao-host", about = "Runs hongbao's Spin components on wasmtime, the way `spin up` does")]
+struct Cli {
+    /// The application manifest.
+    #[arg(short = 'f', long = "from", global = true, default_value = "spin.toml")]
+    manifest: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every component's build command (like `spin build`).
+    Build,
+    /// Serve the application (like `spin up`).
+    Up(UpArgs),
+    /// Print a user JWT signed with SPIN_VARIABLE_AUTH_SECRET (for curl).
+    Token {
+        #[arg(long)]
+        sub: String,
+        /// Seconds until it expires.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+    },
+    /// Print the x-payment-signature header value for a body, signed with SPIN_VARIABLE_PAYMENT_SECRET.
+    SignPayment { body: String },
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    /// Build the components first.
+    #[arg(long)]
+    build: bool,
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// Keep key-value data in memory only.
+    #[arg(long, conflicts_with = "state_dir")]
+    memory: bool,
+    /// Directory of the durable store (default: .spin next to spin.toml, as Spin).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Call the admin expire and settle endpoints every SECONDS (as a cron would).
+    #[arg(long, value_name = "SECONDS")]
+    tick: Option<u64>,
+    #[arg(long, default_value_t = 128)]
+    max_instance_reuse_count: usize,
+    #[arg(long, default_value_t = 1)]
+    max_instance_concurrent_reuse_count: usize,
+    /// Seconds an idle instance is kept for reuse.
+    #[arg(long, default_value_t = 1.0)]
+    idle_instance_timeout: f64,
+}
+
+fn secret(name: &str) -> Result<String> {
+    std::env::var(format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()))
+        .with_context(|| format!("set SPIN_VARIABLE_{} (the application variable {name})", name.to_ascii_uppercase()))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Build => build::build_all(&Manifest::load(&cli.manifest)?, false),
+        Command::Token { sub, ttl } => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+            println!("{}", hongbao::auth::sign_user_token(&secret("auth_secret")?, &sub, hongbao::Timestamp(now + ttl)));
+            Ok(())
+        }
+        Command::SignPayment { body } => {
+            println!("{}", hongbao::auth::sign_payment(&secret("payment_secret")?, body.as_bytes()));
+            Ok(())
+        }
+        Command::Up(args) => {
+            if args.build {
+                build::build_all(&Manifest::load(&cli.manifest)?, false)?;
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(up(cli.manifest, args))
+        }
+    }
+}
+
+async fn up(manifest: PathBuf, args: UpArgs) -> Result<()> {
+    let store = if args.memory {
+        StoreChoice::Memory
+    } else {
+        let dir = manifest.parent().map(|d| d.join(".spin")).unwrap_or_else(|| PathBuf::from(".spin"));
+        StoreChoice::Durable(args.state_dir.unwrap_or(dir))
+    };
+    let options = ServeOptions {
+        max_instance_reuse_count: args.max_instance_reuse_count,
+        max_instance_concurrent_reuse_count: args.max_instance_concurrent_reuse_count,
+        idle_instance_timeout: Duration::from_secs_f64(args.idle_instance_timeout),
+        request_timeout: None,
+    };
+    let app = App::load_with(&manifest, store, options, |k| std::env::var(k).ok())?;
+    let admin_token = app.variables.get("admin_token").cloned();
+    eprintln!("hongbao-host: {} — store: {}", app.manifest.name, app.store_location);
+    for (id, took, cached) in &app.compile_report {
+        eprintln!("  component {id}: {} in {took:.1?}", if *cached { "loaded from cache" } else { "compiled" });
+    }
+    let running = serve(app, args.listen).await?;
+    eprintln!("hongbao-host: serving on http://{}", running.addr());
+    for t in &running.app().manifest.triggers {
+        eprintln!("  {:<28} -> {}", t.route, t.component);
+    }
+    // Line-oriented for scripts and tests that wait for readiness.
+    println!("listening on {}", running.addr());
+
+    if let (Some(seconds), Some(token)) = (args.tick, admin_token) {
+        let addr = running.addr();
+        tokio::spawn(tick(addr, token, Duration::from_secs(seconds.max(1))));
+    }
+
+    shutdown_signal().await;
+    eprintln!("hongbao-host: shutting down");
+    running.shutdown().await
+}
+
+/// The periodic refund sweep and wallet credit, over HTTP like any client.
+async fn tick(addr: SocketAddr, token: String, every: Duration) {
+    let mut client = Client::new(addr);
+    let auth = format!("Bearer {token}");
+    loop {
+        tokio::time::sleep(every).await;
+        for path in ["/v1/admin/expire", "/v1/admin/settle"] {
+            match client.post(path, &[("authorization", &auth)], "").await {
+                Ok(reply) if reply.status == 200 => {
+                    let body = String::from_utf8_lossy(&reply.body).into_owned();
+                    if !body.contains("\"refunded\":0") && !body.contains("\"credited\":0") {
+                        eprintln!("hongbao-host: tick {path}: {body}");
+                    }
+                }
+                Ok(reply) => eprintln!("hongbao-host: tick {path}: {} {}", reply.status, String::from_utf8_lossy(&reply.body)),
+                Err(e) => eprintln!("hongbao-host: tick {path}: {e}"),
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
