@@ -207,7 +207,6 @@ impl App {
         p3::add_to_linker(&mut linker)?;
         crate::kv::wasi::add_to_linker(&mut linker, kv_view)?;
 
-        let cache_dir = manifest.dir.join("target").join("hongbao-host-cache");
         let mut handlers = HashMap::new();
         let mut linker_pres = HashMap::new();
         let mut component_sizes = Vec::new();
@@ -220,6 +219,8 @@ impl App {
             }
             let wasm = manifest.dir.join(&decl.source);
             let started = std::time::Instant::now();
+            // Cached next to the Wasm (normally inside target/).
+            let cache_dir = wasm.parent().unwrap_or(Path::new(".")).join("hongbao-host-cache");
             let (component, cached) = compile(&engine, &wasm, &cache_dir).with_context(|| format!("component {id}"))?;
             compile_report.push((id.clone(), started.elapsed(), cached));
             component_sizes.push((id.clone(), std::fs::metadata(&wasm)?.len()));

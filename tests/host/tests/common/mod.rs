@@ -1,0 +1,273 @@
+//! The end-to-end harness: builds the components (as `hongbao-host build`
+//! does), starts the real `hongbao-host` binary on a free loopback port with
+//! its own state, and talks the HTTP contract to it.
+#![allow(dead_code)]
+
+use hongbao_host::client::{Client, Reply};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+pub const AUTH: &str = "e2e-auth-secret";
+pub const PAYMENT: &str = "e2e-payment-secret";
+pub const ADMIN: &str = "e2e-admin-token";
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+pub fn app_manifest() -> PathBuf {
+    root().join("spin.toml")
+}
+
+/// Builds every component of `manifest` once per test binary.
+pub fn ensure_built(manifest: &Path) {
+    static BUILT: OnceLock<Mutex<Vec<PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
+    if !built.iter().any(|m| m == manifest) {
+        let m = hongbao_host::manifest::Manifest::load(manifest).unwrap();
+        hongbao_host::build::build_all(&m, true).expect("components build");
+        built.push(manifest.to_owned());
+    }
+}
+
+/// A scratch directory, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("hongbao-e2e-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// How to start a host.
+pub struct HostSpec {
+    pub manifest: PathBuf,
+    /// `None`: `--memory`.
+    pub state_dir: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+    pub args: Vec<String>,
+}
+
+impl HostSpec {
+    pub fn app() -> HostSpec {
+        HostSpec {
+            manifest: app_manifest(),
+            state_dir: None,
+            env: vec![
+                ("SPIN_VARIABLE_AUTH_SECRET".into(), AUTH.into()),
+                ("SPIN_VARIABLE_PAYMENT_SECRET".into(), PAYMENT.into()),
+                ("SPIN_VARIABLE_ADMIN_TOKEN".into(), ADMIN.into()),
+            ],
+            args: vec![],
+        }
+    }
+
+    pub fn var(mut self, name: &str, value: &str) -> HostSpec {
+        self.env.push((format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()), value.into()));
+        self
+    }
+
+    pub fn durable(mut self, dir: &Path) -> HostSpec {
+        self.state_dir = Some(dir.to_owned());
+        self
+    }
+
+    pub fn arg(mut self, arg: &str) -> HostSpec {
+        self.args.push(arg.into());
+        self
+    }
+}
+
+/// A running `hongbao-host up` process; killed when dropped.
+pub struct HostProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub log: std::sync::Arc<Mutex<Vec<String>>>,
+}
+
+impl HostProcess {
+    pub fn start(spec: &HostSpec) -> HostProcess {
+        ensure_built(&spec.manifest);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hongbao-host"));
+        command.arg("-f").arg(&spec.manifest).args(["up", "--listen", "127.0.0.1:0"]);
+        match &spec.state_dir {
+            Some(dir) => command.arg("--state-dir").arg(dir),
+            None => command.arg("--memory"),
+        };
+        command.args(&spec.args).envs(spec.env.iter().cloned()).env("RUST_BACKTRACE", "0");
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("hongbao-host starts");
+        let log = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let err_log = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                err_log.lock().unwrap().push(line);
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            if stdout.read_line(&mut line).unwrap_or(0) == 0 {
+                panic!("hongbao-host exited before listening: {:?}", log.lock().unwrap());
+            }
+            if let Some(addr) = line.trim().strip_prefix("listening on ") {
+                break addr.parse().unwrap();
+            }
+        };
+        std::thread::spawn(move || for _ in stdout.lines() {});
+        HostProcess { child, addr, log }
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.child.wait().unwrap()
+    }
+
+    pub fn log_contains(&self, text: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(text))
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+pub fn bearer(user: &str) -> String {
+    format!("Bearer {}", hongbao::auth::sign_user_token(AUTH, user, hongbao::Timestamp(now() + 3600)))
+}
+
+/// The contract, one call per operation, over one connection.
+pub struct Api {
+    pub client: Client,
+}
+
+impl Api {
+    pub fn new(addr: SocketAddr) -> Api {
+        Api { client: Client::new(addr) }
+    }
+
+    pub async fn wrap(&mut self, user: &str, body: Value) -> Reply {
+        self.client.post("/v1/packets", &[("authorization", &bearer(user))], body.to_string()).await.unwrap()
+    }
+
+    /// Wraps and pays a packet; returns its id.
+    pub async fn paid_packet(&mut self, sender: &str, kind: &str, total: u64, count: u32) -> String {
+        let rid = format!("r-{}-{}", now(), rand_suffix());
+        let wrapped = self.wrap(sender, json!({"request_id": rid, "kind": kind, "total_fen": total, "count": count})).await;
+        assert_eq!(wrapped.status, 201, "{:?}", wrapped.json());
+        let id = wrapped.json()["id"].as_str().unwrap().to_owned();
+        let paid = self.pay(&id, &format!("pay-{id}"), total).await;
+        assert_eq!(paid.status, 200, "{:?}", paid.json());
+        id
+    }
+
+    pub async fn pay(&mut self, id: &str, payment_id: &str, amount: u64) -> Reply {
+        let body = json!({"payment_id": payment_id, "amount_fen": amount, "status": "success"}).to_string();
+        let signature = hongbao::auth::sign_payment(PAYMENT, body.as_bytes());
+        self.client.post(&format!("/v1/packets/{id}/payment"), &[("x-payment-signature", &signature)], body).await.unwrap()
+    }
+
+    pub async fn grab(&mut self, id: &str, user: &str) -> Reply {
+        self.client.post(&format!("/v1/packets/{id}/grab"), &[("authorization", &bearer(user))], "").await.unwrap()
+    }
+
+    pub async fn open(&mut self, id: &str, user: &str, ticket: &str) -> Reply {
+        let body = json!({"ticket": ticket}).to_string();
+        self.client.post(&format!("/v1/packets/{id}/open"), &[("authorization", &bearer(user))], body).await.unwrap()
+    }
+
+    pub async fn query(&mut self, id: &str, user: &str) -> Reply {
+        self.client.get(&format!("/v1/packets/{id}"), &[("authorization", &bearer(user))]).await.unwrap()
+    }
+
+    pub async fn user(&mut self, what: &str, user: &str) -> Reply {
+        self.client.get(&format!("/v1/users/me/{what}"), &[("authorization", &bearer(user))]).await.unwrap()
+    }
+
+    pub async fn admin(&mut self, method: &str, path: &str) -> Reply {
+        let auth = format!("Bearer {ADMIN}");
+        self.client.send(method, path, &[("authorization", &auth)], "").await.unwrap()
+    }
+}
+
+pub fn rand_suffix() -> u64 {
+    use rand::RngExt;
+    rand::rng().random()
+}
+
+/// What one client ended with after grab → open, honouring 429s.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Claimed(Value),
+    Exhausted,
+}
+
+/// A client's whole attempt at a packet: grab, open, and on 429 wait for
+/// Retry-After and try again. Returns the outcome and how many 429s it saw.
+pub async fn grab_and_open(api: &mut Api, id: &str, user: &str) -> anyhow::Result<(Outcome, u32)> {
+    let mut busy = 0;
+    loop {
+        let grabbed = api.client.post(&format!("/v1/packets/{id}/grab"), &[("authorization", &bearer(user))], "").await?;
+        match (grabbed.status, grabbed.code().as_deref()) {
+            (200, _) => {}
+            (429, _) => {
+                busy += 1;
+                wait_retry_after(&grabbed).await;
+                continue;
+            }
+            (410, Some("exhausted")) => return Ok((Outcome::Exhausted, busy)),
+            (409, Some("already_claimed")) => return Ok((Outcome::Claimed(grabbed.json()["claim"].clone()), busy)),
+            other => anyhow::bail!("grab: unexpected {other:?} {}", String::from_utf8_lossy(&grabbed.body)),
+        }
+        let ticket = grabbed.json()["ticket"].as_str().unwrap().to_owned();
+        loop {
+            let body = json!({"ticket": ticket}).to_string();
+            let opened = api.client.post(&format!("/v1/packets/{id}/open"), &[("authorization", &bearer(user))], body).await?;
+            match (opened.status, opened.code().as_deref()) {
+                (200, _) => return Ok((Outcome::Claimed(opened.json()["claim"].clone()), busy)),
+                (429, _) => {
+                    busy += 1;
+                    wait_retry_after(&opened).await;
+                }
+                (410, Some("exhausted")) => return Ok((Outcome::Exhausted, busy)),
+                other => anyhow::bail!("open: unexpected {other:?} {}", String::from_utf8_lossy(&opened.body)),
+            }
+        }
+    }
+}
+
+async fn wait_retry_after(reply: &Reply) {
+    let seconds: u64 = reply.header("retry-after").and_then(|v| v.parse().ok()).expect("429 carries Retry-After");
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+}

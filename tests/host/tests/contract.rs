@@ -1,0 +1,152 @@
+//! The HTTP contract end to end, through the real components on the real
+//! host: authentication, idempotent replays, and every error code.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+fn wrap_body(rid: &str, total: u64, count: u32) -> serde_json::Value {
+    json!({"request_id": rid, "kind": "lucky", "total_fen": total, "count": count, "greeting": "新年快乐"})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn authentication_is_enforced_everywhere() {
+    let host = HostProcess::start(&HostSpec::app());
+    let mut api = Api::new(host.addr);
+    let id = api.paid_packet("alice", "lucky", 500, 5).await;
+
+    // Users: missing, malformed, badly signed, expired.
+    let expired = format!("Bearer {}", hongbao::auth::sign_user_token(AUTH, "bob", hongbao::Timestamp(now() - 1)));
+    let forged = format!("Bearer {}", hongbao::auth::sign_user_token("not-the-secret", "bob", hongbao::Timestamp(now() + 60)));
+    for auth in [None, Some("Bearer not.a.jwt"), Some(expired.as_str()), Some(forged.as_str()), Some("Basic Ym9iOmJvYg==")] {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+        for (method, path) in [
+            ("POST", "/v1/packets".to_string()),
+            ("POST", format!("/v1/packets/{id}/grab")),
+            ("POST", format!("/v1/packets/{id}/open")),
+            ("GET", format!("/v1/packets/{id}")),
+            ("GET", "/v1/users/me/sent".to_string()),
+            ("GET", "/v1/users/me/received".to_string()),
+            ("GET", "/v1/users/me/wallet".to_string()),
+        ] {
+            let reply = api.client.send(method, &path, &headers, "{}").await.unwrap();
+            assert_eq!((reply.status, reply.code().as_deref()), (401, Some("unauthorized")), "{method} {path} with {auth:?}");
+        }
+    }
+    // Admin endpoints take the admin token only (a user JWT is not it).
+    let user = bearer("alice");
+    for (method, path) in [("POST", "/v1/admin/expire"), ("POST", "/v1/admin/settle"), ("GET", "/v1/admin/reconcile")] {
+        for auth in [None, Some("Bearer wrong"), Some(user.as_str())] {
+            let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+            let reply = api.client.send(method, path, &headers, "").await.unwrap();
+            assert_eq!((reply.status, reply.code().as_deref()), (401, Some("unauthorized")), "{path} with {auth:?}");
+        }
+        assert_eq!(api.admin(method, path).await.status, 200);
+    }
+    // The payment callback needs the body's signature.
+    let body = json!({"payment_id": "p", "amount_fen": 500, "status": "success"}).to_string();
+    let other_body = hongbao::auth::sign_payment(PAYMENT, b"{}");
+    let wrong_key = hongbao::auth::sign_payment("nope", body.as_bytes());
+    for signature in [None, Some("sha256=00"), Some(other_body.as_str()), Some(wrong_key.as_str())] {
+        let headers: Vec<(&str, &str)> = signature.map(|s| ("x-payment-signature", s)).into_iter().collect();
+        let reply = api.client.post(&format!("/v1/packets/{id}/payment"), &headers, body.clone()).await.unwrap();
+        assert_eq!((reply.status, reply.code().as_deref()), (401, Some("bad_signature")));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replays_are_idempotent_and_conflicts_are_refused() {
+    let host = HostProcess::start(&HostSpec::app());
+    let mut api = Api::new(host.addr);
+
+    let first = api.wrap("alice", wrap_body("req-1", 1000, 4)).await;
+    assert_eq!(first.status, 201);
+    let again = api.wrap("alice", json!({"request_id": "req-1", "kind": "lucky", "total_fen": 1000, "count": 4, "greeting": "新年快乐", "extra": true})).await;
+    assert_eq!((again.status, again.json()), (200, first.json()), "unknown fields are ignored: same body");
+    let conflict = api.wrap("alice", wrap_body("req-1", 1001, 4)).await;
+    assert_eq!((conflict.status, conflict.code().as_deref()), (409, Some("idempotency_conflict")));
+    let id = first.json()["id"].as_str().unwrap().to_owned();
+
+    assert_eq!(api.pay(&id, "pay-1", 999).await.code().as_deref(), Some("amount_mismatch"));
+    let paid = api.pay(&id, "pay-1", 1000).await;
+    assert_eq!((paid.status, paid.json()["status"].as_str()), (200, Some("active")));
+    let replay = api.pay(&id, "pay-1", 1000).await;
+    assert_eq!((replay.status, replay.json()), (200, paid.json()), "a replay changes nothing");
+    let other = api.pay(&id, "pay-2", 1000).await;
+    assert_eq!((other.status, other.code().as_deref()), (409, Some("already_paid")));
+
+    let grabbed = api.grab(&id, "bob").await;
+    let ticket = grabbed.json()["ticket"].as_str().unwrap().to_owned();
+    let opened = api.open(&id, "bob", &ticket).await;
+    assert_eq!(opened.status, 200);
+    let reopened = api.open(&id, "bob", &ticket).await;
+    assert_eq!((reopened.status, reopened.json()["claim"].clone()), (200, opened.json()["claim"].clone()));
+    let regrab = api.grab(&id, "bob").await;
+    assert_eq!((regrab.status, regrab.code().as_deref()), (409, Some("already_claimed")));
+    assert_eq!(regrab.json()["claim"], opened.json()["claim"]);
+    let view = api.query(&id, "carol").await.json();
+    assert_eq!(view["claims"].as_array().unwrap().len(), 1, "one claim however often bob opens");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_the_contracts_codes() {
+    let host = HostProcess::start(&HostSpec::app().var("max_count", "5"));
+    let mut api = Api::new(host.addr);
+    let alice = bearer("alice");
+    let c = &mut api.client;
+    let post = |path: &str| path.to_string();
+
+    let reply = c.post("/v1/packets", &[("authorization", &alice)], "{not json").await.unwrap();
+    assert_eq!((reply.status, reply.code().as_deref()), (400, Some("invalid_json")));
+    for (body, field) in [
+        (json!({"kind": "lucky", "total_fen": 10, "count": 2}), "request_id"),
+        (json!({"request_id": "r", "kind": "huge", "total_fen": 10, "count": 2}), "kind"),
+        (json!({"request_id": "r", "kind": "lucky", "total_fen": 1, "count": 2}), "total_fen"),
+        (json!({"request_id": "r", "kind": "fixed", "total_fen": 10, "count": 3}), "total_fen"),
+        (json!({"request_id": "r", "kind": "lucky", "total_fen": 10.5, "count": 2}), "total_fen"),
+        // max_count comes from SPIN_VARIABLE_MAX_COUNT=5, overriding the manifest's 100.
+        (json!({"request_id": "r", "kind": "lucky", "total_fen": 600, "count": 6}), "count"),
+        (json!({"request_id": "r", "kind": "lucky", "total_fen": 20_001, "count": 1}), "total_fen"),
+        (json!({"request_id": "r", "kind": "lucky", "total_fen": 10, "count": 2, "greeting": "x".repeat(101)}), "greeting"),
+    ] {
+        let reply = c.post("/v1/packets", &[("authorization", &alice)], body.to_string()).await.unwrap();
+        assert_eq!((reply.status, reply.code().as_deref()), (422, Some("invalid_argument")), "{body}");
+        let message = reply.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(message.starts_with(field), "{message} should name {field}");
+    }
+    // Malformed and unknown ids are both 404 not_found, for every packet route.
+    let unknown = hongbao::PacketId::generate(hongbao::Timestamp(now()).day(), &mut hongbao::alloc::SplitMix64(1)).to_string();
+    for id in ["nope", "20261122999zzzzzzzzzzzzzzzz", unknown.as_str()] {
+        for (method, path) in [("GET", format!("/v1/packets/{id}")), ("POST", format!("/v1/packets/{id}/grab"))] {
+            let reply = c.send(method, &path, &[("authorization", &alice)], "").await.unwrap();
+            assert_eq!((reply.status, reply.code().as_deref()), (404, Some("not_found")), "{path}");
+        }
+    }
+    // Unknown path, wrong method, oversized body, bad day.
+    let reply = c.get("/v2/whatever", &[]).await.unwrap();
+    assert_eq!((reply.status, reply.code().as_deref()), (404, Some("not_found")));
+    let reply = c.get(&post("/v1/packets"), &[("authorization", &alice)]).await.unwrap();
+    assert_eq!((reply.status, reply.code().as_deref()), (405, Some("method_not_allowed")));
+    let big = format!("{{\"request_id\":\"{}\"}}", "x".repeat(70 * 1024));
+    let reply = c.post("/v1/packets", &[("authorization", &alice)], big).await.unwrap();
+    assert_eq!((reply.status, reply.code().as_deref()), (413, Some("payload_too_large")));
+    let reply = c.get("/v1/users/me/sent?day=2026-02-30", &[("authorization", &alice)]).await.unwrap();
+    assert_eq!((reply.status, reply.code().as_deref()), (422, Some("invalid_argument")));
+
+    // State errors: not yet paid, invalid tickets.
+    let wrapped = api.wrap("alice", wrap_body("r-unpaid", 100, 2)).await;
+    let id = wrapped.json()["id"].as_str().unwrap().to_owned();
+    let reply = api.grab(&id, "bob").await;
+    assert_eq!((reply.status, reply.code().as_deref()), (409, Some("not_sent")));
+    let paid = api.paid_packet("alice", "lucky", 100, 2).await;
+    let bob_ticket = api.grab(&paid, "bob").await.json()["ticket"].as_str().unwrap().to_owned();
+    let other_ticket = api.grab(&id, "bob").await;
+    assert_eq!(other_ticket.status, 409);
+    for (user, ticket) in [("carol", bob_ticket.as_str()), ("bob", "forged.ticket"), ("bob", "")] {
+        let reply = api.open(&paid, user, ticket).await;
+        assert_eq!((reply.status, reply.code().as_deref()), (403, Some("invalid_ticket")), "{user} {ticket}");
+    }
+    let reply = api.client.post(&format!("/v1/packets/{paid}/open"), &[("authorization", &bearer("bob"))], "{}").await.unwrap();
+    assert_eq!((reply.status, reply.code().as_deref()), (403, Some("invalid_ticket")), "missing ticket");
+}

@@ -1,0 +1,219 @@
+//! The host as a Spin stand-in: what it hands components (spin-* headers,
+//! variables, stores), trap isolation, and checks of the app's components
+//! and manifest against what Spin accepts.
+
+mod common;
+
+use common::*;
+use hongbao_host::client::Client;
+use std::collections::HashMap;
+
+fn probe_manifest() -> std::path::PathBuf {
+    root().join("tests/fixtures/probe/spin.toml")
+}
+
+fn probe() -> HostSpec {
+    HostSpec { manifest: probe_manifest(), state_dir: None, env: vec![("SPIN_VARIABLE_SECRET".into(), "shh".into())], args: vec![] }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn components_get_spins_headers() {
+    let host = HostProcess::start(&probe());
+    let mut client = Client::new(host.addr);
+    let reply = client.get("/probe/echo/abc/rest/of/it?x=1", &[("spin-path-info", "forged")]).await.unwrap();
+    assert_eq!(reply.status, 200);
+    let headers: HashMap<String, Vec<String>> =
+        reply.json()["headers"].as_array().unwrap().iter().fold(HashMap::new(), |mut m, pair| {
+            m.entry(pair[0].as_str().unwrap().to_owned()).or_default().push(pair[1].as_str().unwrap().to_owned());
+            m
+        });
+    let one = |name: &str| headers.get(name).map(|v| v.join("|")).unwrap_or_default();
+    assert_eq!(one("spin-path-info"), "/rest/of/it", "and the client's forged value is gone");
+    assert_eq!(one("spin-full-url"), format!("http://{}/probe/echo/abc/rest/of/it?x=1", host.addr));
+    assert_eq!(one("spin-matched-route"), "/probe/echo/:name/...");
+    assert_eq!(one("spin-base-path"), "/");
+    assert_eq!(one("spin-raw-component-route"), "/probe/echo/:name/...");
+    assert_eq!(one("spin-component-route"), "/probe/echo/:name");
+    assert_eq!(one("spin-path-match-name"), "abc");
+    assert!(one("spin-client-addr").starts_with("127.0.0.1:"));
+    let health = client.get("/.well-known/spin/health", &[]).await.unwrap();
+    assert_eq!(health.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn variables_come_from_the_manifest_and_the_environment() {
+    let host = HostProcess::start(&probe());
+    let mut client = Client::new(host.addr);
+    let seen = client.get("/probe/echo/x/y", &[]).await.unwrap().json();
+    assert_eq!(seen["greeting"], "hello, probe", "default rendered through the component template");
+    let vars: HashMap<String, String> =
+        seen["variables"].as_array().unwrap().iter().map(|p| (p[0].as_str().unwrap().into(), p[1].as_str().unwrap().into())).collect();
+    assert_eq!(vars["secret"], "shh");
+
+    let mut spec = probe();
+    spec.env.push(("SPIN_VARIABLE_GREETING".into(), "你好".into()));
+    let host = HostProcess::start(&spec);
+    let seen = Client::new(host.addr).get("/probe/echo/x/y", &[]).await.unwrap().json();
+    assert_eq!(seen["greeting"], "你好, probe", "SPIN_VARIABLE_GREETING overrides the default");
+
+    // A required variable with no value stops the host at start, as in Spin.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hongbao-host"))
+        .arg("-f")
+        .arg(probe_manifest())
+        .args(["up", "--memory", "--listen", "127.0.0.1:0"])
+        .env_remove("SPIN_VARIABLE_SECRET")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("secret"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn components_open_only_the_stores_they_are_granted() {
+    let host = HostProcess::start(&probe());
+    let mut client = Client::new(host.addr);
+    assert_eq!(client.get("/probe/store/default", &[]).await.unwrap().json()["open"], "ok");
+    assert_eq!(client.get("/probe/store/elsewhere", &[]).await.unwrap().json()["open"], "Error::AccessDenied");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trap_fails_only_its_own_request() {
+    let host = HostProcess::start(&probe());
+    let addr = host.addr;
+    let tasks: Vec<_> = (0..240)
+        .map(|i| {
+            tokio::spawn(async move {
+                let mut client = Client::new(addr);
+                let path = if i % 4 == 0 { "/probe/trap" } else { "/probe/echo/ok/x" };
+                (path, client.get(path, &[]).await.unwrap().status)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (path, status) = task.await.unwrap();
+        let expected = if path == "/probe/trap" { 500 } else { 200 };
+        assert_eq!(status, expected, "{path}");
+    }
+    // Each trap is logged with its request id (the log is read by a thread: give it a moment).
+    let traps_logged = || host.log.lock().unwrap().iter().filter(|l| l.contains("request ") && l.contains("[probe]")).count();
+    for _ in 0..100 {
+        if traps_logged() >= 60 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(traps_logged(), 60);
+}
+
+/// What a Spin 4 HTTP component may import: WASI 0.2 (std), WASI 0.3 rc
+/// (HTTP), wasi:keyvalue draft2 and wasi:config, no outbound anything else.
+fn allowed_import(name: &str) -> bool {
+    let p2 = ["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/"].iter().any(|p| name.starts_with(p)) && name.contains("@0.2.");
+    p2 || name == "wasi:http/types@0.3.0-rc-2026-03-15"
+        || (name.starts_with("wasi:keyvalue/") && name.ends_with("@0.2.0-draft2"))
+        || name == "wasi:config/store@0.2.0-draft-2024-09-27"
+}
+
+#[test]
+fn components_import_only_standard_interfaces() {
+    let manifest_path = app_manifest();
+    ensure_built(&manifest_path);
+    let manifest = hongbao_host::manifest::Manifest::load(&manifest_path).unwrap();
+    let mut config = wasmtime::Config::new();
+    config.wasm_component_model(true).wasm_component_model_async(true);
+    let engine = wasmtime::Engine::new(&config).unwrap();
+    assert_eq!(manifest.components.len(), 10);
+    for (id, component) in &manifest.components {
+        let wasm = wasmtime::component::Component::from_file(&engine, manifest.dir.join(&component.source)).unwrap();
+        let ty = wasm.component_type();
+        let imports: Vec<String> = ty.imports(&engine).map(|(name, _)| name.to_string()).collect();
+        for name in &imports {
+            assert!(allowed_import(name), "{id} imports {name}");
+        }
+        let exports: Vec<String> = ty.exports(&engine).map(|(name, _)| name.to_string()).collect();
+        assert_eq!(exports, vec!["wasi:http/handler@0.3.0-rc-2026-03-15".to_string()], "{id}");
+        let uses_store = imports.iter().any(|n| n.starts_with("wasi:keyvalue/"));
+        assert_eq!(uses_store, id != "healthz", "{id}: only healthz stays away from the store");
+    }
+}
+
+#[test]
+fn the_manifest_declares_exactly_the_contracts_variables() {
+    let manifest = hongbao_host::manifest::Manifest::load(&app_manifest()).unwrap();
+    let declared: Vec<&str> = manifest.variables.keys().map(String::as_str).collect();
+    let mut expected: Vec<&str> = hongbao::config::VARIABLES.iter().map(|v| v.name).collect();
+    expected.sort_unstable();
+    assert_eq!(declared, expected);
+    for v in hongbao::config::VARIABLES {
+        let d = &manifest.variables[v.name];
+        assert_eq!(d.default.as_deref(), v.default, "{}", v.name);
+        assert_eq!(d.required, v.default.is_none(), "{}", v.name);
+        assert_eq!(d.secret, v.secret, "{}", v.name);
+    }
+    for (id, component) in &manifest.components {
+        if id == "healthz" {
+            assert!(component.key_value_stores.is_empty() && component.variables.is_empty());
+            continue;
+        }
+        assert_eq!(component.key_value_stores, vec!["default".to_string()], "{id}");
+        for v in hongbao::config::VARIABLES {
+            assert_eq!(component.variables.get(v.name).map(String::as_str), Some(format!("{{{{ {} }}}}", v.name).as_str()), "{id}");
+        }
+        let build = component.build.as_ref().expect("a build command");
+        let package = component.source.file_stem().unwrap().to_str().unwrap().replace('_', "-");
+        assert!(build.commands[0].ends_with(&format!("-p {package}")), "{id}: {:?}", build.commands);
+    }
+}
+
+/// Every endpoint of the contract reaches the component that serves it: an
+/// unauthenticated call answers 401 from the operation, not the catch-all's
+/// 404 or another component's 405.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_endpoint_is_routed_to_its_component() {
+    let host = HostProcess::start(&HostSpec::app());
+    let mut client = Client::new(host.addr);
+    let id = "20261122302kbyca0rz6m2023py";
+    for (method, path, code) in [
+        ("POST", "/v1/packets".to_string(), "unauthorized"),
+        ("POST", format!("/v1/packets/{id}/payment"), "bad_signature"),
+        ("POST", format!("/v1/packets/{id}/grab"), "unauthorized"),
+        ("POST", format!("/v1/packets/{id}/open"), "unauthorized"),
+        ("GET", format!("/v1/packets/{id}"), "unauthorized"),
+        ("GET", "/v1/users/me/sent".to_string(), "unauthorized"),
+        ("GET", "/v1/users/me/received".to_string(), "unauthorized"),
+        ("GET", "/v1/users/me/wallet".to_string(), "unauthorized"),
+        ("POST", "/v1/admin/expire".to_string(), "unauthorized"),
+        ("POST", "/v1/admin/settle".to_string(), "unauthorized"),
+        ("GET", "/v1/admin/reconcile".to_string(), "unauthorized"),
+    ] {
+        let reply = client.send(method, &path, &[], "{}").await.unwrap();
+        assert_eq!(reply.code().as_deref(), Some(code), "{method} {path}");
+    }
+    let health = client.get("/healthz", &[]).await.unwrap();
+    assert_eq!((health.status, &health.body[..]), (200, &b"ok"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_durable_store_is_spins_sqlite_table() {
+    let state = TempDir::new("layout");
+    let mut host = HostProcess::start(&HostSpec::app().durable(&state.0));
+    let mut api = Api::new(host.addr);
+    let id = api.paid_packet("alice", "fixed", 300, 3).await;
+    assert!(host.stop().success());
+    let conn = rusqlite::Connection::open(state.0.join("sqlite_key_value.db")).unwrap();
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('spin_key_value') ORDER BY cid")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(columns, ["store", "key", "value"]);
+    let packet_id = hongbao::PacketId::parse(&id).unwrap();
+    let value: Vec<u8> = conn
+        .query_row("SELECT value FROM spin_key_value WHERE store = 'default' AND key = ?1", [hongbao::keys::packet(&packet_id)], |r| r.get(0))
+        .unwrap();
+    let record = hongbao::record::Packet::decode(&value).unwrap();
+    assert_eq!((record.id, record.total_fen.0), (id, 300));
+}
