@@ -74,9 +74,15 @@ pub fn received(receiver: &str, day: Day) -> List {
     List(format!("{}/recv/{}", user(receiver), day.compact()))
 }
 
-/// A user's settled wallet entries.
-pub fn wallet(owner: &str) -> List {
-    List(format!("{}/wallet", user(owner)))
+/// A user's settled wallet entries dated `day` (the day of the claim or refund).
+pub fn wallet(owner: &str, day: Day) -> List {
+    List(format!("{}/wallet/{}", user(owner), day.compact()))
+}
+
+/// The days on which a user has wallet entries (items are `YYYYMMDD`), so the
+/// all-time ledger can be read without scanning every possible day.
+pub fn wallet_days(owner: &str) -> List {
+    List(format!("{}/walletdays", user(owner)))
 }
 
 /// An append-only list in the store without compare-and-set: a length counter
@@ -124,7 +130,8 @@ mod tests {
             day_index(1, day).len_key(),
             wrap_election("bob", "r1"),
             sent("bob", day).len_key(),
-            wallet("bob").len_key(),
+            wallet("bob", day).len_key(),
+            wallet_days("bob").len_key(),
         ];
         for c in &counters {
             assert!(c.ends_with("/n") || c.ends_with("/len"), "{c}");
@@ -136,7 +143,8 @@ mod tests {
             wrap_request("bob", "x/len"),
             day_index(1, day).slot(3),
             day_index_low(1, day),
-            wallet("bob").marker("p.c1"),
+            wallet("bob", day).marker("p.c1"),
+            wallet_days("bob").slot(1),
         ];
         for v in &values {
             assert!(!v.ends_with("/n") && !v.ends_with("/len"), "{v}");

@@ -113,7 +113,7 @@ impl Packet {
 
     /// Every claim and the refund are credited.
     pub fn is_settled(&self) -> bool {
-        self.settled_claims as usize >= self.claims.len() && (self.refund_fen.is_none() || self.refund_settled)
+        self.settled_claims as usize >= self.claims.len() && (self.refund_credit().is_none() || self.refund_settled)
     }
 
     /// The largest share, ties to the lowest seq; only once the packet is
@@ -171,6 +171,18 @@ impl Packet {
             broken.push("exhausted_with_money_left");
         }
         broken
+    }
+
+    /// The wallet credit a claim of this packet becomes.
+    pub fn claim_credit(&self, claim: &Claim) -> WalletEntry {
+        WalletEntry { kind: EntryKind::Claim, packet_id: self.id.clone(), amount_fen: claim.amount_fen, at: claim.claimed_at }
+    }
+
+    /// The wallet credit the refund becomes, if there is one to credit.
+    pub fn refund_credit(&self) -> Option<WalletEntry> {
+        let amount = self.refund_fen.filter(|r| r.0 > 0)?;
+        let at = self.refunded_at.or(self.expires_at).unwrap_or(self.created_at);
+        Some(WalletEntry { kind: EntryKind::Refund, packet_id: self.id.clone(), amount_fen: amount, at })
     }
 
     pub fn view(&self, now: Timestamp) -> PacketView {

@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::id::{PacketId, SETS};
 use crate::keys;
 use crate::money::Fen;
-use crate::record::{EntryKind, Packet, ReceivedItem, Status, WalletEntry};
+use crate::record::{Packet, ReceivedItem, Status, WalletEntry};
 use crate::state::{self, Swept};
 use crate::store::{lists, update, Step, Store};
 use crate::time::{Day, Timestamp};
@@ -133,14 +133,11 @@ impl<S: Store> Service<'_, S> {
                 claimed_at: claim.claimed_at,
             };
             self.record_received(&claim.user, &item)?;
-            let entry = WalletEntry { kind: EntryKind::Claim, packet_id: p.id.clone(), amount_fen: claim.amount_fen, at: claim.claimed_at };
-            self.credit(&claim.user, &entry, &keys::credit_election(id, &format!("c{}", claim.seq)), report)?;
+            self.credit(&claim.user, &p.claim_credit(claim), &keys::credit_election(id, &format!("c{}", claim.seq)), report)?;
         }
-        let refund = p.refund_fen.filter(|r| r.0 > 0);
-        if let (Some(amount), false) = (refund, p.refund_settled) {
-            let at = p.refunded_at.unwrap_or(self.env.now);
-            let entry = WalletEntry { kind: EntryKind::Refund, packet_id: p.id.clone(), amount_fen: amount, at };
-            self.credit(&p.sender, &entry, &keys::credit_election(id, "refund"), report)?;
+        let refund = p.refund_credit();
+        if let (Some(entry), false) = (&refund, p.refund_settled) {
+            self.credit(&p.sender, entry, &keys::credit_election(id, "refund"), report)?;
         }
         self.record_sent(p)?;
         let through = p.claims.len() as u32;
@@ -155,7 +152,10 @@ impl<S: Store> Service<'_, S> {
 
     fn credit(&self, owner: &str, entry: &WalletEntry, election: &str, report: &mut SettleReport) -> Result<(), Error> {
         let bytes = serde_json::to_vec(entry).expect("serialises");
-        lists::append_once(self.store, &keys::wallet(owner), &entry.name(), &bytes)?;
+        // The day first: a crash after it leaves a day with no entry yet, which readers skip.
+        let day = entry.at.day().compact();
+        lists::append_once(self.store, &keys::wallet_days(owner), &day, day.as_bytes())?;
+        lists::append_once(self.store, &keys::wallet(owner, entry.at.day()), &entry.name(), &bytes)?;
         if self.store.increment(election, 1)? == 1 {
             report.credited += 1;
             report.credited_fen += entry.amount_fen.0;
@@ -257,20 +257,13 @@ impl<S: Store> Service<'_, S> {
         report.mismatches.extend(p.invariant_violations().into_iter().map(mismatch));
 
         // Credits: each claim in its receiver's wallet, the refund in the sender's.
-        let mut expected: Vec<(String, WalletEntry, bool)> = p
-            .claims
-            .iter()
-            .map(|c| {
-                let entry = WalletEntry { kind: EntryKind::Claim, packet_id: p.id.clone(), amount_fen: c.amount_fen, at: c.claimed_at };
-                (c.user.clone(), entry, c.seq <= p.settled_claims)
-            })
-            .collect();
-        if let Some(amount) = p.refund_fen.filter(|r| r.0 > 0) {
-            let at = p.refunded_at.unwrap_or(p.created_at);
-            let entry = WalletEntry { kind: EntryKind::Refund, packet_id: p.id.clone(), amount_fen: amount, at };
+        let mut expected: Vec<(String, WalletEntry, bool)> =
+            p.claims.iter().map(|c| (c.user.clone(), p.claim_credit(c), c.seq <= p.settled_claims)).collect();
+        if let Some(entry) = p.refund_credit() {
             expected.push((p.sender.clone(), entry, p.refund_settled));
         }
-        let markers: Vec<String> = expected.iter().map(|(owner, e, _)| keys::wallet(owner).marker(&e.name())).collect();
+        let markers: Vec<String> =
+            expected.iter().map(|(owner, e, _)| keys::wallet(owner, e.at.day()).marker(&e.name())).collect();
         let found = self.store.get_many(&markers)?;
         let mut credited = Fen::ZERO;
         for ((_, entry, recorded_as_settled), found) in expected.iter().zip(found) {

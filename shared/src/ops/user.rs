@@ -134,14 +134,26 @@ impl<S: Store> Service<'_, S> {
         })
     }
 
-    /// Wallet entries, each (packet, kind) once, newest first.
+    /// Wallet entries, each (packet, kind) once, newest first: every day the
+    /// user has entries on, then each day's list.
     pub fn wallet_entries(&self, user: &str) -> Result<Vec<WalletEntry>, Error> {
-        let mut seen = HashSet::new();
-        let mut entries: Vec<WalletEntry> = lists::read(self.store, &keys::wallet(user))?
+        let mut days: Vec<Day> = lists::read(self.store, &keys::wallet_days(user))?
             .into_iter()
-            .filter_map(|bytes| serde_json::from_slice::<WalletEntry>(&bytes).ok())
-            .filter(|e| seen.insert(e.name()))
+            .filter_map(|bytes| Day::parse_compact(std::str::from_utf8(&bytes).ok()?))
             .collect();
+        days.sort_unstable();
+        days.dedup();
+        let mut seen = HashSet::new();
+        let mut entries = Vec::new();
+        for day in days {
+            for bytes in lists::read(self.store, &keys::wallet(user, day))? {
+                if let Ok(entry) = serde_json::from_slice::<WalletEntry>(&bytes) {
+                    if seen.insert(entry.name()) {
+                        entries.push(entry);
+                    }
+                }
+            }
+        }
         entries.sort_by(|a, b| b.at.cmp(&a.at).then_with(|| b.name().cmp(&a.name())));
         Ok(entries)
     }

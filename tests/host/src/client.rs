@@ -64,10 +64,15 @@ impl Client {
             builder = builder.header("content-type", "application/json");
         }
         let request = builder.body(Full::new(body))?;
-        let sender = self.connect().await?;
-        sender.ready().await?;
-        let response = match sender.send_request(request).await {
+        let response = match self.try_send(request.clone()).await? {
             Ok(r) => r,
+            // The server closed the connection before our request went out (it
+            // may, e.g. after answering 413 without reading a body): the request
+            // was not sent, so sending it on a new connection is safe.
+            Err(e) if e.is_canceled() || e.is_closed() => {
+                self.sender = None;
+                self.try_send(request).await?.inspect_err(|_| self.sender = None)?
+            }
             Err(e) => {
                 self.sender = None;
                 return Err(e.into());
@@ -76,6 +81,15 @@ impl Client {
         let (parts, body) = response.into_parts();
         let body = body.collect().await?.to_bytes();
         Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body })
+    }
+
+    /// Connection errors are errors; what hyper says about the request is the inner result.
+    async fn try_send(&mut self, request: http::Request<Full<Bytes>>) -> Result<Result<hyper::Response<hyper::body::Incoming>, hyper::Error>> {
+        let sender = self.connect().await?;
+        if let Err(e) = sender.ready().await {
+            return Ok(Err(e));
+        }
+        Ok(sender.send_request(request).await)
     }
 
     pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<Reply> {
