@@ -4,7 +4,7 @@
 //! are ignored. Fields are read one by one (not with a derive) so that each
 //! message can say exactly which field is wrong and why.
 
-use crate::alloc::{check_splittable, Kind, SplitError};
+use crate::alloc::{Kind, SplitError, check_splittable};
 use crate::config::Config;
 use crate::error::Error;
 use crate::money::Fen;
@@ -83,7 +83,9 @@ pub fn parse_wrap(body: &[u8], config: &Config) -> Result<WrapRequest, Error> {
     let count = count as u32;
     match check_splittable(kind, Fen(total), count) {
         Err(SplitError::TooLittle) => return Err(invalid("total_fen", "must be at least count (1 fen per share)")),
-        Err(SplitError::Indivisible) => return Err(invalid("total_fen", "must be a multiple of count for a fixed packet")),
+        Err(SplitError::Indivisible) => {
+            return Err(invalid("total_fen", "must be a multiple of count for a fixed packet"));
+        }
         Err(SplitError::NoShares) => return Err(invalid("count", "must be at least 1")),
         Ok(()) => {}
     }
@@ -149,7 +151,8 @@ mod tests {
 
     #[test]
     fn a_good_wrap_body_parses_and_ignores_unknown_fields() {
-        let r = wrap(r#"{"request_id":"r1","kind":"lucky","total_fen":1000,"count":10,"greeting":"恭喜发财","x":1}"#).unwrap();
+        let r = wrap(r#"{"request_id":"r1","kind":"lucky","total_fen":1000,"count":10,"greeting":"恭喜发财","x":1}"#)
+            .unwrap();
         assert_eq!(r.request_id, "r1");
         assert_eq!(r.terms.total_fen, Fen(1000));
         assert_eq!(r.terms.greeting.as_deref(), Some("恭喜发财"));
@@ -169,12 +172,18 @@ mod tests {
         assert!(field_error(r#"{"request_id":"r","kind":"lucky","total_fen":1000,"count":101}"#).starts_with("count"));
         assert!(field_error(r#"{"request_id":"r","kind":"lucky","total_fen":9,"count":10}"#).starts_with("total_fen"));
         assert!(field_error(r#"{"request_id":"r","kind":"fixed","total_fen":10,"count":3}"#).starts_with("total_fen"));
-        assert!(field_error(r#"{"request_id":"r","kind":"lucky","total_fen":20001,"count":1}"#).starts_with("total_fen"));
+        assert!(
+            field_error(r#"{"request_id":"r","kind":"lucky","total_fen":20001,"count":1}"#).starts_with("total_fen")
+        );
         let long = "x".repeat(101);
-        assert!(field_error(&format!(r#"{{"request_id":"r","kind":"lucky","total_fen":1,"count":1,"greeting":"{long}"}}"#))
-            .starts_with("greeting"));
-        assert!(field_error(&format!(r#"{{"request_id":"{}","kind":"lucky","total_fen":1,"count":1}}"#, "r".repeat(65)))
-            .starts_with("request_id"));
+        assert!(
+            field_error(&format!(r#"{{"request_id":"r","kind":"lucky","total_fen":1,"count":1,"greeting":"{long}"}}"#))
+                .starts_with("greeting")
+        );
+        assert!(
+            field_error(&format!(r#"{{"request_id":"{}","kind":"lucky","total_fen":1,"count":1}}"#, "r".repeat(65)))
+                .starts_with("request_id")
+        );
     }
 
     #[test]
@@ -187,8 +196,12 @@ mod tests {
     fn payment_body() {
         let p = parse_payment(br#"{"payment_id":"p","amount_fen":5,"status":"success"}"#).unwrap();
         assert_eq!((p.payment_id.as_str(), p.amount_fen), ("p", Fen(5)));
-        assert!(matches!(parse_payment(br#"{"payment_id":"p","amount_fen":5,"status":"failed"}"#), Err(Error::InvalidArgument(m)) if m.starts_with("status")));
-        assert!(matches!(parse_payment(br#"{"payment_id":"","amount_fen":5,"status":"success"}"#), Err(Error::InvalidArgument(m)) if m.starts_with("payment_id")));
+        assert!(
+            matches!(parse_payment(br#"{"payment_id":"p","amount_fen":5,"status":"failed"}"#), Err(Error::InvalidArgument(m)) if m.starts_with("status"))
+        );
+        assert!(
+            matches!(parse_payment(br#"{"payment_id":"","amount_fen":5,"status":"success"}"#), Err(Error::InvalidArgument(m)) if m.starts_with("payment_id"))
+        );
     }
 
     #[test]

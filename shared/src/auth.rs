@@ -115,14 +115,21 @@ pub fn issue_ticket(auth_secret: &str, packet_id: &str, user: &str, expires_at: 
 }
 
 /// Open's check: the ticket is ours, for this packet and user, and not expired.
-pub fn verify_ticket(auth_secret: &str, ticket: &str, packet_id: &str, user: &str, now: Timestamp) -> Result<(), Error> {
+pub fn verify_ticket(
+    auth_secret: &str,
+    ticket: &str,
+    packet_id: &str,
+    user: &str,
+    now: Timestamp,
+) -> Result<(), Error> {
     let (body, code) = ticket.rsplit_once('.').ok_or(Error::InvalidTicket("malformed ticket"))?;
     let code = base64url_decode(code).ok_or(Error::InvalidTicket("malformed ticket"))?;
     mac(&ticket_key(auth_secret), &[body.as_bytes()])
         .verify_slice(&code)
         .map_err(|_| Error::InvalidTicket("forged ticket"))?;
     let mut fields = body.split('.');
-    let (Some(packet), Some(holder), Some(expires), None) = (fields.next(), fields.next(), fields.next(), fields.next())
+    let (Some(packet), Some(holder), Some(expires), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
     else {
         return Err(Error::InvalidTicket("malformed ticket"));
     };

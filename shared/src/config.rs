@@ -2,6 +2,7 @@
 //! the test host supplies the same names), parsed and checked once.
 
 use crate::error::Error;
+use crate::record::Strategy;
 
 pub struct Variable {
     pub name: &'static str,
@@ -36,6 +37,12 @@ pub const VARIABLES: &[Variable] = &[
         secret: false,
         meaning: "grab+open requests admitted per packet per second before 429 busy",
     },
+    Variable {
+        name: "open_strategy",
+        default: Some("cas"),
+        secret: false,
+        meaning: "how new packets serialize opens: cas (compare-and-set of the packet) or cursor (pre-allocated shares)",
+    },
 ];
 
 /// A packet's whole money life (payment window + TTL + sweep) must fit in the
@@ -51,6 +58,7 @@ pub struct Config {
     pub max_count: u32,
     pub max_share_fen: u64,
     pub admission_limit: i64,
+    pub open_strategy: Strategy,
 }
 
 impl Config {
@@ -78,6 +86,12 @@ impl Config {
             max_count: number("max_count", value("max_count")?, 1, 100_000)?,
             max_share_fen: number("max_share_fen", value("max_share_fen")?, 1, 1_000_000_000)?,
             admission_limit: number("admission_limit", value("admission_limit")?, 1, i64::MAX)?,
+            open_strategy: {
+                let text = value("open_strategy")?;
+                Strategy::parse(text.trim()).ok_or_else(|| {
+                    Error::Internal(format!("variable open_strategy must be cas or cursor, not {text}"))
+                })?
+            },
         })
     }
 

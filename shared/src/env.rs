@@ -2,7 +2,7 @@
 //! of the request, a random source, and a way to pause between CAS retries.
 //! Passed in, never reached for, so every operation is reproducible in tests.
 
-use crate::alloc::{uniform, Entropy};
+use crate::alloc::{Entropy, uniform};
 use crate::time::Timestamp;
 use std::time::Duration;
 

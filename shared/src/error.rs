@@ -17,14 +17,19 @@ pub enum Error {
     NoRoute,
     IdempotencyConflict(String),
     AlreadyPaid,
-    AmountMismatch { expected: u64, got: u64 },
+    AmountMismatch {
+        expected: u64,
+        got: u64,
+    },
     NotSent,
     Expired,
     Exhausted,
     AlreadyClaimed(Claim),
     InvalidTicket(&'static str),
     /// Load shed before the store, or too much contention: nothing was done.
-    Busy { retry_after_seconds: u32 },
+    Busy {
+        retry_after_seconds: u32,
+    },
     PayloadTooLarge,
     MethodNotAllowed,
     /// The store failed: nothing is known to be half-done (see README).

@@ -133,7 +133,12 @@ impl Response {
 /// `Endpoint::bit`s: the routes this component owns): 405 for a known path
 /// with the wrong method, 404 for anything else. The set is a const generic so
 /// each component compiles only the operations it serves.
-pub fn serve<const ENDPOINTS: u32, S: Store>(store: &S, config: Result<&Config, Error>, env: Env, req: &Request) -> Response {
+pub fn serve<const ENDPOINTS: u32, S: Store>(
+    store: &S,
+    config: Result<&Config, Error>,
+    env: Env,
+    req: &Request,
+) -> Response {
     let mut method_mismatch = false;
     for endpoint in Endpoint::ALL {
         if ENDPOINTS & endpoint.bit() == 0 {
@@ -144,7 +149,8 @@ pub fn serve<const ENDPOINTS: u32, S: Store>(store: &S, config: Result<&Config, 
             method_mismatch = true;
             continue;
         }
-        let result = config.and_then(|config| handle::<ENDPOINTS, S>(endpoint, id, &mut Service::new(store, config, env), req));
+        let result =
+            config.and_then(|config| handle::<ENDPOINTS, S>(endpoint, id, &mut Service::new(store, config, env), req));
         return match result {
             Ok(response) => response,
             Err(e) => Response::error(&e),
@@ -164,7 +170,12 @@ pub const fn endpoints(list: &[Endpoint]) -> u32 {
     set
 }
 
-fn handle<const ENDPOINTS: u32, S: Store>(endpoint: Endpoint, id: Option<&str>, svc: &mut Service<'_, S>, req: &Request) -> Result<Response, Error> {
+fn handle<const ENDPOINTS: u32, S: Store>(
+    endpoint: Endpoint,
+    id: Option<&str>,
+    svc: &mut Service<'_, S>,
+    req: &Request,
+) -> Result<Response, Error> {
     if req.body.len() > MAX_BODY_BYTES {
         return Err(Error::PayloadTooLarge);
     }

@@ -10,7 +10,7 @@
 //! when `increment` meets a key written by `set`, so the suffixes keep the
 //! families apart by construction.
 
-use crate::id::{fnv1a, PacketId};
+use crate::id::{PacketId, fnv1a};
 use crate::time::Day;
 use sha2::{Digest, Sha256};
 
@@ -33,6 +33,27 @@ pub fn admission(id: &PacketId, window: i64) -> String {
 /// `item` is `c{seq}` for a claim or `refund`.
 pub fn credit_election(id: &PacketId, item: &str) -> String {
     format!("{}/cr/{}/{}/n", table(id), id, item)
+}
+
+/// Pre-allocated share `k` (1-based) of a cursor-strategy packet (value, CAS:
+/// created `free` at wrap, then `claimed` by one open or `sealed` by expiry).
+pub fn share(id: &PacketId, k: u32) -> String {
+    format!("{}/sh/{}/s{}", table(id), id, k)
+}
+
+/// The cursor handing out share numbers of a cursor-strategy packet (counter).
+pub fn cursor(id: &PacketId) -> String {
+    format!("{}/sh/{}/cursor/n", table(id), id)
+}
+
+/// Which share a user claimed in a cursor-strategy packet (value: `k`).
+pub fn share_of(id: &PacketId, user: &str) -> String {
+    format!("{}/sh/{}/u.{}", table(id), id, user)
+}
+
+/// Create-once marker of a user's first open of a cursor-strategy packet (counter).
+pub fn open_marker(id: &PacketId, user: &str) -> String {
+    format!("{}/n", share_of(id, user))
 }
 
 /// The per-SET, per-creation-day index of packets: a list (see `List`).
@@ -132,6 +153,8 @@ mod tests {
             sent("bob", day).len_key(),
             wallet("bob", day).len_key(),
             wallet_days("bob").len_key(),
+            cursor(&id),
+            open_marker(&id, "n"),
         ];
         for c in &counters {
             assert!(c.ends_with("/n") || c.ends_with("/len"), "{c}");
@@ -145,6 +168,8 @@ mod tests {
             day_index_low(1, day),
             wallet("bob", day).marker("p.c1"),
             wallet_days("bob").slot(1),
+            share(&id, 7),
+            share_of(&id, "n"),
         ];
         for v in &values {
             assert!(!v.ends_with("/n") && !v.ends_with("/len"), "{v}");

@@ -55,11 +55,36 @@ pub struct Claim {
     pub claimed_at: Timestamp,
 }
 
+/// How opens serialize on a packet (chosen at wrap, fixed for its life).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Each open is a compare-and-set of the packet record (live double-average).
+    #[default]
+    Cas,
+    /// Shares are pre-allocated at wrap; an open takes the next share number
+    /// from an `increment` cursor and claims that share's own record. No open
+    /// contends with another on any record.
+    Cursor,
+}
+
+impl Strategy {
+    pub fn parse(s: &str) -> Option<Strategy> {
+        match s {
+            "cas" => Some(Strategy::Cas),
+            "cursor" => Some(Strategy::Cursor),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Packet {
     pub id: String,
     pub version: u64,
     pub last_op: String,
+    #[serde(default)]
+    pub strategy: Strategy,
 
     // Terms, fixed at wrap.
     pub kind: Kind,
@@ -119,8 +144,8 @@ impl Packet {
     /// The largest share, ties to the lowest seq; only once the packet is
     /// exhausted or expired, as the contract says.
     pub fn best_luck(&self, now: Timestamp) -> Option<&Claim> {
-        let decided = matches!(self.status, Status::Exhausted | Status::Expired | Status::Refunded)
-            || self.is_past_expiry(now);
+        let decided =
+            matches!(self.status, Status::Exhausted | Status::Expired | Status::Refunded) || self.is_past_expiry(now);
         if !decided {
             return None;
         }
@@ -148,7 +173,15 @@ impl Packet {
         if self.claims.iter().any(|c| c.amount_fen.0 == 0) {
             broken.push("share_below_one_fen");
         }
-        if self.claims.iter().enumerate().any(|(i, c)| c.seq as usize != i + 1) {
+        let seqs_ok = match self.strategy {
+            Strategy::Cas => self.claims.iter().enumerate().all(|(i, c)| c.seq as usize == i + 1),
+            // Share numbers: increasing, within the packet (a crash may leave a gap).
+            Strategy::Cursor => {
+                self.claims.windows(2).all(|w| w[0].seq < w[1].seq)
+                    && self.claims.iter().all(|c| c.seq >= 1 && c.seq <= self.count)
+            }
+        };
+        if !seqs_ok {
             broken.push("seq_out_of_order");
         }
         let mut users: Vec<&str> = self.claims.iter().map(|c| c.user.as_str()).collect();
@@ -175,7 +208,12 @@ impl Packet {
 
     /// The wallet credit a claim of this packet becomes.
     pub fn claim_credit(&self, claim: &Claim) -> WalletEntry {
-        WalletEntry { kind: EntryKind::Claim, packet_id: self.id.clone(), amount_fen: claim.amount_fen, at: claim.claimed_at }
+        WalletEntry {
+            kind: EntryKind::Claim,
+            packet_id: self.id.clone(),
+            amount_fen: claim.amount_fen,
+            at: claim.claimed_at,
+        }
     }
 
     /// The wallet credit the refund becomes, if there is one to credit.
@@ -300,5 +338,45 @@ impl WalletEntry {
             EntryKind::Refund => "refund",
         };
         format!("{}.{}", self.packet_id, kind)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShareState {
+    Free,
+    Claimed,
+    Sealed,
+}
+
+/// One pre-allocated share of a cursor-strategy packet (key `keys::share`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Share {
+    pub k: u32,
+    pub amount_fen: Fen,
+    pub state: ShareState,
+    pub user: Option<String>,
+    pub at: Option<Timestamp>,
+    pub version: u64,
+    pub last_op: String,
+}
+
+impl Share {
+    pub fn decode(bytes: &[u8]) -> Result<Share, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("corrupt share record: {e}"))
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("share serialises")
+    }
+
+    /// The claim this share is, once claimed.
+    pub fn claim(&self) -> Option<Claim> {
+        match (self.state, &self.user, self.at) {
+            (ShareState::Claimed, Some(user), Some(at)) => {
+                Some(Claim { user: user.clone(), amount_fen: self.amount_fen, seq: self.k, claimed_at: at })
+            }
+            _ => None,
+        }
     }
 }

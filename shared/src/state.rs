@@ -10,19 +10,21 @@
 //!                              \--expire (money left)--> refunded
 //! ```
 
-use crate::alloc::{next_share, Entropy};
+use crate::alloc::preallocate;
+use crate::alloc::{Entropy, next_share};
 use crate::error::Error;
 use crate::id::PacketId;
 use crate::money::Fen;
-use crate::record::{Claim, Packet, Status, Terms};
+use crate::record::{Claim, Packet, Share, ShareState, Status, Strategy, Terms};
 use crate::time::Timestamp;
 
 /// A new packet, awaiting payment.
-pub fn wrap(id: &PacketId, sender: &str, terms: &Terms, now: Timestamp, seed: u64) -> Packet {
+pub fn wrap(id: &PacketId, sender: &str, terms: &Terms, now: Timestamp, seed: u64, strategy: Strategy) -> Packet {
     Packet {
         id: id.to_string(),
         version: 1,
         last_op: "wrap".into(),
+        strategy,
         kind: terms.kind,
         sender: sender.to_owned(),
         greeting: terms.greeting.clone(),
@@ -67,7 +69,11 @@ pub fn pay(p: &Packet, payment_id: &str, amount: Fen, now: Timestamp, ttl: i64) 
         return Err(Error::AmountMismatch { expected: p.total_fen.0, got: amount.0 });
     }
     if p.status != Status::AwaitingPayment {
-        return if p.payment_id.as_deref() == Some(payment_id) { Ok(Paid::AlreadyApplied) } else { Err(Error::AlreadyPaid) };
+        return if p.payment_id.as_deref() == Some(payment_id) {
+            Ok(Paid::AlreadyApplied)
+        } else {
+            Err(Error::AlreadyPaid)
+        };
     }
     if now >= p.created_at.plus_seconds(ttl) {
         return Err(Error::Expired);
@@ -103,7 +109,10 @@ fn check_openable(p: &Packet, now: Timestamp) -> Result<(), Error> {
 
 #[derive(Debug, PartialEq)]
 pub enum Opened {
-    New { packet: Packet, claim: Claim },
+    New {
+        packet: Packet,
+        claim: Claim,
+    },
     /// The user's claim is already in the record: answer it again.
     Already(Claim),
 }
@@ -175,6 +184,104 @@ pub fn record_settled(p: &Packet, claims_through: u32, refund_done: bool, op: &s
     Some(next)
 }
 
+/// The shares of a new cursor-strategy packet, all free, pre-allocated from
+/// the packet's secret seed (share k is a pure function of (seed, k)).
+pub fn preallocated_shares(p: &Packet) -> Vec<Share> {
+    preallocate(p.kind, p.total_fen, p.count, p.seed)
+        .into_iter()
+        .zip(1..)
+        .map(|(amount_fen, k)| Share {
+            k,
+            amount_fen,
+            state: ShareState::Free,
+            user: None,
+            at: None,
+            version: 1,
+            last_op: "wrap".into(),
+        })
+        .collect()
+}
+
+#[derive(Debug, PartialEq)]
+pub enum ShareClaimed {
+    New {
+        share: Share,
+        claim: Claim,
+    },
+    /// Already this user's (a replay, or our own swap reported as failed).
+    Already(Claim),
+}
+
+/// Claims share `k` for `user`. A share number is handed out once, so the
+/// only possible contender is the expiry sweep sealing it.
+pub fn claim_share(s: &Share, user: &str, now: Timestamp) -> Result<ShareClaimed, Error> {
+    match s.state {
+        ShareState::Free => {
+            let mut next = s.clone();
+            next.state = ShareState::Claimed;
+            next.user = Some(user.to_owned());
+            next.at = Some(now);
+            next.version += 1;
+            next.last_op = format!("open:{user}");
+            let claim = next.claim().expect("just claimed");
+            Ok(ShareClaimed::New { share: next, claim })
+        }
+        ShareState::Claimed if s.user.as_deref() == Some(user) => {
+            Ok(ShareClaimed::Already(s.claim().expect("claimed")))
+        }
+        ShareState::Claimed => Err(Error::Internal(format!("share {} was handed out twice", s.k))),
+        ShareState::Sealed => Err(Error::Expired),
+    }
+}
+
+/// Seals a share nobody claimed, at expiry: from then on no open can claim
+/// it, and its amount is part of the refund. `None` unless it is free.
+pub fn seal_share(s: &Share, op: &str) -> Option<Share> {
+    (s.state == ShareState::Free).then(|| {
+        let mut next = s.clone();
+        next.state = ShareState::Sealed;
+        next.version += 1;
+        next.last_op = op.to_owned();
+        next
+    })
+}
+
+/// Merges the claimed shares of a cursor-strategy packet into its record
+/// (claims in share order), so settle, reconcile and the view can treat it
+/// like any packet. `None` when the record already has every claim.
+pub fn collect(p: &Packet, shares: &[Share], op: &str) -> Option<Packet> {
+    let mut claims = p.claims.clone();
+    for claim in shares.iter().filter_map(Share::claim) {
+        if !claims.iter().any(|c| c.seq == claim.seq) {
+            claims.push(claim);
+        }
+    }
+    if claims.len() == p.claims.len() {
+        return None;
+    }
+    claims.sort_by_key(|c| c.seq);
+    let mut next = next_version(p, op.to_owned());
+    let claimed = Fen::sum(claims.iter().map(|c| c.amount_fen)).expect("within total");
+    next.remaining_fen = p.total_fen.checked_sub(claimed).expect("shares sum to the total");
+    next.remaining_count = p.count - claims.len() as u32;
+    next.claims = claims;
+    if next.remaining_count == 0 && next.status == Status::Active {
+        next.status = Status::Exhausted;
+    }
+    Some(next)
+}
+
+/// Expiry of a cursor-strategy packet whose shares are all claimed or sealed:
+/// the claims move into the record and the sealed shares are refunded.
+pub fn finalize(p: &Packet, shares: &[Share], now: Timestamp, op: &str) -> Swept {
+    debug_assert!(shares.iter().all(|s| s.state != ShareState::Free));
+    let collected = collect(p, shares, op);
+    match expire(collected.as_ref().unwrap_or(p), now, op) {
+        Swept::Unchanged => collected.map_or(Swept::Unchanged, Swept::Expired),
+        swept => swept,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,7 +294,7 @@ mod tests {
     fn packet(kind: Kind, total: u64, count: u32) -> Packet {
         let id = PacketId::generate(Day::from_days_since_epoch(T0.0 / 86_400), &mut SplitMix64(1));
         let terms = Terms { kind, total_fen: Fen(total), count, greeting: None, group_id: None };
-        wrap(&id, "sender", &terms, T0, 99)
+        wrap(&id, "sender", &terms, T0, 99, Strategy::Cas)
     }
 
     fn paid(kind: Kind, total: u64, count: u32) -> Packet {
@@ -290,6 +397,47 @@ mod tests {
         assert_eq!(p.best_luck(T0).unwrap().user, "x");
         let half = open_new(&paid(Kind::Fixed, 300, 3), "x", &mut rng).0;
         assert_eq!(half.best_luck(T0), None, "undecided while active");
+    }
+
+    #[test]
+    fn cursor_shares_are_claimed_once_and_sealed_when_free() {
+        let mut p = paid(Kind::Lucky, 1_000, 3);
+        p.strategy = Strategy::Cursor;
+        let shares = preallocated_shares(&p);
+        assert_eq!(shares.iter().map(|s| s.amount_fen.0).sum::<u64>(), 1_000);
+        let ShareClaimed::New { share, claim } = claim_share(&shares[0], "a", T0).unwrap() else { panic!() };
+        assert_eq!((claim.seq, claim.amount_fen), (1, shares[0].amount_fen));
+        assert_eq!(claim_share(&share, "a", T0), Ok(ShareClaimed::Already(claim.clone())));
+        assert!(matches!(claim_share(&share, "b", T0), Err(Error::Internal(_))));
+        assert_eq!(seal_share(&share, "s"), None, "a claimed share is never sealed");
+        let sealed = seal_share(&shares[1], "s").unwrap();
+        assert_eq!(claim_share(&sealed, "b", T0), Err(Error::Expired));
+        let third = seal_share(&shares[2], "s").unwrap();
+        let later = T0.plus_seconds(5 + TTL);
+        let Swept::Refunded(done) = finalize(&p, &[share, sealed, third], later, "s") else { panic!() };
+        assert_eq!(done.claims, vec![claim.clone()]);
+        assert_eq!(done.refund_fen, Some(Fen(1_000 - claim.amount_fen.0)));
+        assert!(done.invariant_violations().is_empty(), "{:?}", done.invariant_violations());
+    }
+
+    #[test]
+    fn collecting_claims_marks_a_full_cursor_packet_exhausted() {
+        let mut p = paid(Kind::Fixed, 300, 3);
+        p.strategy = Strategy::Cursor;
+        let claimed: Vec<Share> = preallocated_shares(&p)
+            .iter()
+            .zip(["x", "y", "z"])
+            .map(|(s, u)| match claim_share(s, u, T0).unwrap() {
+                ShareClaimed::New { share, .. } => share,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let c = collect(&p, &claimed[..2], "settle").unwrap();
+        assert_eq!((c.status, c.remaining_count, c.remaining_fen), (Status::Active, 1, Fen(100)));
+        assert_eq!(collect(&c, &claimed[..2], "settle"), None, "idempotent");
+        let full = collect(&c, &claimed, "settle").unwrap();
+        assert_eq!(full.status, Status::Exhausted);
+        assert!(full.invariant_violations().is_empty());
     }
 
     #[test]

@@ -33,13 +33,7 @@ impl Timestamp {
     pub fn to_rfc3339(self) -> String {
         let day = self.day();
         let secs = self.0.rem_euclid(SECONDS_PER_DAY);
-        format!(
-            "{}T{:02}:{:02}:{:02}Z",
-            day,
-            secs / 3600,
-            secs / 60 % 60,
-            secs % 60
-        )
+        format!("{}T{:02}:{:02}:{:02}Z", day, secs / 3600, secs / 60 % 60, secs % 60)
     }
 }
 
@@ -50,8 +44,7 @@ impl Day {
         let z = days + 719_468; // shift the epoch to 0000-03-01
         let era = z.div_euclid(146_097);
         let day_of_era = z.rem_euclid(146_097);
-        let year_of_era =
-            (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+        let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
         let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
         let month_from_march = (5 * day_of_year + 2) / 153;
         let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;

@@ -1,8 +1,8 @@
 //! Properties of the allocation engine, for random packets within the
 //! contract's limits (max_count 100, max_share_fen 20000 by default).
 
-use hongbao::alloc::{next_share, preallocate, preallocated_share, Kind, SplitMix64};
 use hongbao::Fen;
+use hongbao::alloc::{Kind, SplitMix64, next_share, preallocate, preallocated_share};
 use proptest::prelude::*;
 
 /// Drains a packet with the live (CAS-strategy) algorithm.

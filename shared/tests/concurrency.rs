@@ -15,7 +15,14 @@ use std::sync::Barrier;
 /// `0..doubled` have a twin thread with the same user id. Busy answers are
 /// retried the next second, as a client honouring Retry-After would.
 /// Returns the packet, each client's final answer, and how many 429s were seen.
-fn race<S: Store + Sync>(store: &S, config: &Config, count: u32, total: u64, threads: usize, doubled: usize) -> (PacketId, Vec<(String, Result<OpenView, Error>)>, u64) {
+fn race<S: Store + Sync>(
+    store: &S,
+    config: &Config,
+    count: u32,
+    total: u64,
+    threads: usize,
+    doubled: usize,
+) -> (PacketId, Vec<(String, Result<OpenView, Error>)>, u64) {
     let id = paid_packet(store, config, T0, "sender", Kind::Lucky, total, count);
     let barrier = Barrier::new(threads);
     let results = std::thread::scope(|scope| {
@@ -42,7 +49,13 @@ fn race<S: Store + Sync>(store: &S, config: &Config, count: u32, total: u64, thr
     (id, results.into_iter().map(|(u, r, _)| (u, r)).collect(), busy)
 }
 
-fn assert_exact_outcome<S: Store>(store: &S, id: &PacketId, count: u32, total: u64, results: &[(String, Result<OpenView, Error>)]) {
+fn assert_exact_outcome<S: Store>(
+    store: &S,
+    id: &PacketId,
+    count: u32,
+    total: u64,
+    results: &[(String, Result<OpenView, Error>)],
+) {
     let mut claims: HashMap<&str, &OpenView> = HashMap::new();
     for (user, result) in results {
         match result {
@@ -62,11 +75,18 @@ fn assert_exact_outcome<S: Store>(store: &S, id: &PacketId, count: u32, total: u
     let mut seqs: Vec<u32> = claims.values().map(|o| o.claim.seq).collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=count).collect::<Vec<_>>());
+    for (u, r) in results {
+        if let (Err(e), true) = (r, claims.contains_key(u.as_str())) {
+            panic!("{u} holds a claim but one of its clients was told {e:?}");
+        }
+    }
     let losers = results.iter().filter(|(u, r)| r.is_err() && !claims.contains_key(u.as_str())).count();
     assert!(losers > 0 && results.iter().all(|(u, r)| r.is_ok() || !claims.contains_key(u.as_str())));
-    let packet = load(store, id);
-    assert_invariants(&packet);
-    assert_eq!(packet.claims.len(), count as usize);
+    let view = svc(store, &config(), T0).query(id).unwrap();
+    assert_eq!(view.claims.len(), count as usize);
+    assert_eq!(view.claims.iter().map(|c| c.amount_fen).sum::<u64>(), total);
+    assert_eq!(view.status, "exhausted");
+    assert_invariants(&load(store, id));
 }
 
 #[test]
@@ -74,6 +94,30 @@ fn one_claim_per_user_under_contention() {
     let (store, config) = (MemoryStore::new(), config());
     let (id, results, _) = race(&store, &config, 100, 10_000, 320, 40);
     assert_exact_outcome(&store, &id, 100, 10_000, &results);
+}
+
+fn cursor_config() -> Config {
+    let mut config = config();
+    config.open_strategy = hongbao::record::Strategy::Cursor;
+    config
+}
+
+#[test]
+fn cursor_strategy_one_claim_per_user_under_contention() {
+    let (store, config) = (MemoryStore::new(), cursor_config());
+    let (id, results, _) = race(&store, &config, 100, 10_000, 320, 40);
+    assert_exact_outcome(&store, &id, 100, 10_000, &results);
+    assert_eq!(load(&store, &id).strategy, hongbao::record::Strategy::Cursor);
+    // No open ever contended: one swap per claim (and one for the payment).
+    assert_eq!(store.swaps(), 100 + 1, "one compare-and-set per share, none repeated");
+}
+
+#[test]
+fn cursor_strategy_is_safe_when_every_swap_lies_and_with_spin_sqlite() {
+    let store = FaultyStore::new(MemoryStore::spin_sqlite(), Faults { swaps_lie: true, ..Faults::default() });
+    let config = cursor_config();
+    let (id, results, _) = race(&store, &config, 60, 6_000, 200, 20);
+    assert_exact_outcome(store.inner(), &id, 60, 6_000, &results);
 }
 
 #[test]
@@ -133,7 +177,10 @@ fn concurrent_sweeps_refund_and_credit_exactly_once() {
                 })
             })
             .collect();
-        sweeps.into_iter().map(|h| h.join().unwrap()).fold((0, 0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3))
+        sweeps
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .fold((0, 0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3))
     });
     // A last settle picks up anything credited by a run that ended before a refund landed.
     let last = svc(&store, &config, expiry).settle().unwrap();

@@ -8,7 +8,7 @@ use hongbao::alloc::Kind;
 use hongbao::api::PaymentRequest;
 use hongbao::record::Status;
 use hongbao::store::memory::MemoryStore;
-use hongbao::{auth, Error, Fen, PacketId, Store};
+use hongbao::{Error, Fen, PacketId, Store, auth};
 
 #[test]
 fn wrap_replay_returns_the_same_packet_and_a_changed_body_conflicts() {
@@ -66,7 +66,8 @@ fn payment_activates_once_and_replays_by_payment_id() {
     assert_eq!(pay("p1", 500, T0.plus_seconds(99)).unwrap(), paid, "a replay changes nothing");
     assert_eq!(pay("p2", 500, T0), Err(Error::AlreadyPaid));
     let unknown = PacketId::generate(T0.day(), &mut hongbao::alloc::SplitMix64(77));
-    let missing = svc(&store, &config, T0).pay(&unknown, &PaymentRequest { payment_id: "p".into(), amount_fen: Fen(1) });
+    let missing =
+        svc(&store, &config, T0).pay(&unknown, &PaymentRequest { payment_id: "p".into(), amount_fen: Fen(1) });
     assert_eq!(missing, Err(Error::NotFound));
     let sent = svc(&store, &config, T0).sent("alice", T0.day()).unwrap();
     assert_eq!(sent.items.len(), 1);
@@ -78,7 +79,8 @@ fn a_payment_after_the_payment_window_is_refused() {
     let (store, config) = (memory(), config());
     let (_, view) = svc(&store, &config, T0).wrap("alice", &wrap_request("r", Kind::Lucky, 500, 3)).unwrap();
     let id = PacketId::parse(&view.id).unwrap();
-    let late = svc(&store, &config, T0.plus_seconds(DAY)).pay(&id, &PaymentRequest { payment_id: "p".into(), amount_fen: Fen(500) });
+    let late = svc(&store, &config, T0.plus_seconds(DAY))
+        .pay(&id, &PaymentRequest { payment_id: "p".into(), amount_fen: Fen(500) });
     assert_eq!(late, Err(Error::Expired));
 }
 
@@ -123,6 +125,14 @@ fn grab_and_open_follow_the_contract() {
 #[test]
 fn a_packet_lives_its_whole_life() {
     let (store, config) = (memory(), config());
+    whole_life(&store, &config);
+}
+
+#[test]
+fn a_cursor_packet_lives_its_whole_life() {
+    let store = memory();
+    let mut config = config();
+    config.open_strategy = hongbao::record::Strategy::Cursor;
     whole_life(&store, &config);
 }
 
@@ -230,7 +240,10 @@ fn reconcile_reports_broken_packets() {
     store.set(&hongbao::keys::packet(&id), &p.encode()).unwrap();
     let report = svc(&store, &config, T0).reconcile(T0.day()).unwrap();
     assert_eq!(report.mismatches.len(), 1);
-    assert_eq!((report.mismatches[0].packet_id.as_str(), report.mismatches[0].reason.as_str()), (id.as_str(), "sum_mismatch"));
+    assert_eq!(
+        (report.mismatches[0].packet_id.as_str(), report.mismatches[0].reason.as_str()),
+        (id.as_str(), "sum_mismatch")
+    );
 }
 
 #[test]

@@ -48,6 +48,13 @@ impl Store for KvStore {
         Ok(crate::kv::align(keys, found))
     }
 
+    fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        batch::set_many(&self.bucket, entries).map_err(error)
+    }
+
     fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
         atomics::increment(&self.bucket, key, delta).map_err(error)
     }

@@ -4,6 +4,7 @@
 //! function. Functions (the Wasm components) only decode, call these, and
 //! encode.
 
+mod cursor;
 mod packet;
 mod sweep;
 mod user;
@@ -18,7 +19,7 @@ use crate::error::Error;
 use crate::id::PacketId;
 use crate::keys;
 use crate::record::Packet;
-use crate::store::{lists, Store};
+use crate::store::{Store, lists};
 
 /// The operations, bound to one store, one configuration and one request's
 /// environment.

@@ -6,9 +6,9 @@ use crate::auth;
 use crate::error::Error;
 use crate::id::PacketId;
 use crate::keys;
-use crate::record::{ClaimView, Packet, PacketView, ReceivedItem, WrapRecord};
+use crate::record::{Claim, ClaimView, Packet, PacketView, ReceivedItem, Strategy, WrapRecord};
 use crate::state::{self, Opened, Paid};
-use crate::store::{lists, update, Step, Store};
+use crate::store::{Step, Store, lists, update};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -35,7 +35,8 @@ impl<S: Store> Service<'_, S> {
     ///
     /// Store calls, and what a crash after each leaves:
     /// 1. `get` the idempotency record: if present, this is a replay.
-    /// 2. `set` the packet record under a fresh random id (uncontended).
+    /// 2. `set` the packet record under a fresh random id (uncontended), and
+    ///    for a cursor-strategy packet `set-many` its free shares.
     ///    Crash: an orphan record nobody knows the id of; no money.
     /// 3. append the id to the day index (`increment` + `set`).
     ///    Crash: an indexed orphan, awaiting payment forever; sweeps skip it.
@@ -51,8 +52,14 @@ impl<S: Store> Service<'_, S> {
         }
         let id = PacketId::generate(now.day(), self.env.entropy.as_mut());
         let seed = self.env.random();
-        let packet = state::wrap(&id, sender, &req.terms, now, seed);
+        let packet = state::wrap(&id, sender, &req.terms, now, seed, self.config.open_strategy);
         self.store.set(&keys::packet(&id), &packet.encode())?;
+        if packet.strategy == Strategy::Cursor {
+            // Before anyone can know the id: uncontended, plain writes.
+            let shares: Vec<(String, Vec<u8>)> =
+                state::preallocated_shares(&packet).iter().map(|s| (keys::share(&id, s.k), s.encode())).collect();
+            self.store.set_many(&shares)?;
+        }
         lists::append(self.store, &keys::day_index(id.set(), id.day()), id.as_str().as_bytes())?;
         if self.store.increment(&keys::wrap_election(sender, &req.request_id), 1)? == 1 {
             let record = WrapRecord { packet_id: id.to_string(), terms: req.terms.clone() };
@@ -77,9 +84,7 @@ impl<S: Store> Service<'_, S> {
         let record: WrapRecord =
             serde_json::from_slice(record).map_err(|e| Error::Internal(format!("corrupt wrap record: {e}")))?;
         if record.terms != req.terms {
-            return Err(Error::IdempotencyConflict(
-                "request_id was already used with a different body".into(),
-            ));
+            return Err(Error::IdempotencyConflict("request_id was already used with a different body".into()));
         }
         let id = PacketId::parse(&record.packet_id).ok_or_else(|| Error::Internal("bad id in wrap record".into()))?;
         Ok(self.load(&id)?.view(self.env.now))
@@ -129,7 +134,10 @@ impl<S: Store> Service<'_, S> {
     pub fn grab(&mut self, id: &PacketId, user: &str) -> Result<GrabView, Error> {
         self.admit(id)?;
         let packet = self.load(id)?;
-        let remaining_count = state::grab(&packet, user, self.env.now)?;
+        let remaining_count = match packet.strategy {
+            Strategy::Cas => state::grab(&packet, user, self.env.now)?,
+            Strategy::Cursor => self.cursor_grab(id, &packet, user)?,
+        };
         let expires = self.env.now.plus_seconds(auth::TICKET_TTL_SECONDS);
         Ok(GrabView {
             ticket: auth::issue_ticket(&self.config.auth_secret, id.as_str(), user, expires),
@@ -152,35 +160,70 @@ impl<S: Store> Service<'_, S> {
         let now = self.env.now;
         auth::verify_ticket(&self.config.auth_secret, ticket, id.as_str(), user, now)?;
         self.admit(id)?;
-        let outcome = update(self.store, &mut self.env, &keys::packet(id), |current, env| {
-            let p = decode_existing(current)?;
-            Ok(match state::open(&p, user, now, env.entropy.as_mut())? {
-                Opened::New { packet, claim } => {
-                    Step::Write(packet.encode(), (claim, packet.remaining_count, packet.sender.clone()))
-                }
-                Opened::Already(claim) => Step::Done((claim, p.remaining_count, p.sender)),
-            })
-        });
-        let (claim, remaining_count, sender) = match outcome {
-            Ok(found) => found,
-            // Out of CAS attempts: report busy only if no claim of ours landed.
-            Err(Error::Busy { retry_after_seconds }) => {
-                let p = self.load(id)?;
-                match p.claim_of(user) {
-                    Some(claim) => (claim.clone(), p.remaining_count, p.sender.clone()),
-                    None => return Err(Error::Busy { retry_after_seconds }),
-                }
+        // The packet's own strategy decides. Most packets were wrapped under
+        // the current configuration: a CAS open reads the record inside its
+        // loop (and hands a cursor packet over), a cursor open reads it first.
+        let (claim, remaining_count, sender) = if self.config.open_strategy == Strategy::Cursor {
+            let packet = self.load(id)?;
+            match packet.strategy {
+                Strategy::Cursor => self.cursor_open(id, &packet, user)?,
+                Strategy::Cas => self.cas_open(id, user)?,
             }
-            Err(e) => return Err(e),
+        } else {
+            self.cas_open(id, user)?
         };
-        let item = ReceivedItem { packet_id: id.to_string(), sender, amount_fen: claim.amount_fen, claimed_at: claim.claimed_at };
+        let item = ReceivedItem {
+            packet_id: id.to_string(),
+            sender,
+            amount_fen: claim.amount_fen,
+            claimed_at: claim.claimed_at,
+        };
         self.record_received(user, &item)?;
         Ok(OpenView { claim: claim.view(), remaining_count })
     }
 
+    /// Open by compare-and-set of the packet record: (claim, remaining shares, sender).
+    fn cas_open(&mut self, id: &PacketId, user: &str) -> Result<(Claim, u32, String), Error> {
+        let now = self.env.now;
+        let outcome = update(self.store, &mut self.env, &keys::packet(id), |current, env| {
+            let p = decode_existing(current)?;
+            if p.strategy == Strategy::Cursor {
+                return Ok(Step::Done(None));
+            }
+            Ok(match state::open(&p, user, now, env.entropy.as_mut())? {
+                Opened::New { packet, claim } => {
+                    Step::Write(packet.encode(), Some((claim, packet.remaining_count, packet.sender.clone())))
+                }
+                Opened::Already(claim) => Step::Done(Some((claim, p.remaining_count, p.sender))),
+            })
+        });
+        let outcome = match outcome {
+            Ok(Some(found)) => Ok(found),
+            // A cursor-strategy packet (wrapped under another configuration).
+            Ok(None) => {
+                let packet = self.load(id)?;
+                return self.cursor_open(id, &packet, user);
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(found) => Ok(found),
+            // Out of CAS attempts: report busy only if no claim of ours landed.
+            Err(Error::Busy { retry_after_seconds }) => {
+                let p = self.load(id)?;
+                match p.claim_of(user) {
+                    Some(claim) => Ok((claim.clone(), p.remaining_count, p.sender.clone())),
+                    None => Err(Error::Busy { retry_after_seconds }),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Query (查): the packet view.
     pub fn query(&self, id: &PacketId) -> Result<PacketView, Error> {
-        Ok(self.load(id)?.view(self.env.now))
+        let packet = self.load(id)?;
+        Ok(self.current(id, packet)?.view(self.env.now))
     }
 
     /// Appends a claim to its receiver's received list (idempotent).

@@ -3,16 +3,16 @@
 //! day-tables; everything they do is idempotent, so they are safe to run
 //! concurrently, repeatedly, and after a crash at any point.
 
-use super::packet::decode_existing;
 use super::Service;
+use super::packet::decode_existing;
 use crate::config::MAX_TTL_SECONDS;
 use crate::error::Error;
 use crate::id::{PacketId, SETS};
 use crate::keys;
 use crate::money::Fen;
-use crate::record::{Packet, ReceivedItem, Status, WalletEntry};
+use crate::record::{Packet, ReceivedItem, Status, Strategy, WalletEntry};
 use crate::state::{self, Swept};
-use crate::store::{lists, update, Step, Store};
+use crate::store::{Step, Store, lists, update};
 use crate::time::{Day, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -76,10 +76,31 @@ impl<S: Store> Service<'_, S> {
         let mut report = ExpireReport::default();
         self.walk(|svc, id| {
             report.scanned += 1;
+            let packet = match svc.load(id) {
+                Ok(p) => p,
+                Err(Error::NotFound) => return Ok(true),
+                Err(e) => return Err(e),
+            };
+            // A cursor packet: seal its free shares first; after that its
+            // shares never change, so they can be read once for the CAS below.
+            let shares = if packet.strategy == Strategy::Cursor
+                && packet.status.is_paid()
+                && !packet.status.is_final()
+                && packet.is_past_expiry(now)
+            {
+                svc.finalize_cursor(id, &packet, &op)?;
+                Some(svc.shares(id, packet.count)?)
+            } else {
+                None
+            };
             let outcome = update(svc.store, &mut svc.env, &keys::packet(id), |current, _| {
                 let Some(bytes) = current else { return Ok(Step::Done(None)) };
                 let p = Packet::decode(bytes).map_err(Error::Internal)?;
-                Ok(match state::expire(&p, now, &op) {
+                let swept = match &shares {
+                    Some(shares) => state::finalize(&p, shares, now, &op),
+                    None => state::expire(&p, now, &op),
+                };
+                Ok(match swept {
                     Swept::Refunded(next) | Swept::Expired(next) => Step::Write(next.encode(), Some((next, true))),
                     // Our own write, reported as failed by the store: still ours.
                     Swept::Unchanged => {
@@ -115,6 +136,13 @@ impl<S: Store> Service<'_, S> {
                 Err(Error::NotFound) => return Ok(true),
                 Err(e) => return Err(e),
             };
+            // A live cursor packet's claims are in its shares: collect them first.
+            let packet = if packet.strategy == Strategy::Cursor && packet.status.is_paid() && !packet.status.is_final()
+            {
+                svc.collect_claims(id, packet.count, &op)?
+            } else {
+                packet
+            };
             if !packet.status.is_paid() || packet.is_settled() {
                 return Ok(svc.is_done(&packet));
             }
@@ -133,7 +161,12 @@ impl<S: Store> Service<'_, S> {
                 claimed_at: claim.claimed_at,
             };
             self.record_received(&claim.user, &item)?;
-            self.credit(&claim.user, &p.claim_credit(claim), &keys::credit_election(id, &format!("c{}", claim.seq)), report)?;
+            self.credit(
+                &claim.user,
+                &p.claim_credit(claim),
+                &keys::credit_election(id, &format!("c{}", claim.seq)),
+                report,
+            )?;
         }
         let refund = p.refund_credit();
         if let (Some(entry), false) = (&refund, p.refund_settled) {
@@ -240,6 +273,7 @@ impl<S: Store> Service<'_, S> {
                     Err(e) => return Err(e),
                 };
                 report.packets += 1;
+                let p = self.current(&id, p)?;
                 if p.status.is_paid() {
                     self.reconcile_packet(&p, &mut report)?;
                 }

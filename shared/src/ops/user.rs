@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::id::PacketId;
 use crate::keys;
 use crate::record::{EntryKind, Packet, ReceivedItem, WalletEntry};
-use crate::store::{lists, Store};
+use crate::store::{Store, lists};
 use crate::time::Day;
 use serde::Serialize;
 use std::collections::HashSet;

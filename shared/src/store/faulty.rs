@@ -7,8 +7,8 @@
 //!   does this on every swap).
 
 use super::{Store, StoreError, SwapError};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
@@ -91,6 +91,11 @@ impl<S: Store> Store for FaultyStore<S> {
     fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         self.enter("get_many")?;
         self.inner.get_many(keys)
+    }
+
+    fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        self.enter("set_many")?;
+        self.inner.set_many(entries)
     }
 
     fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {

@@ -16,8 +16,8 @@
 use super::{Store, StoreError, SwapError};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CasSemantics {
@@ -146,6 +146,14 @@ impl Store for MemoryStore {
     fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         let inner = self.lock()?;
         keys.iter().map(|k| inner.bytes(k)).collect()
+    }
+
+    fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        for (key, value) in entries {
+            inner.write(key, Value::Bytes(value.clone()));
+        }
+        Ok(())
     }
 
     fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {

@@ -48,6 +48,8 @@ pub trait Store {
     fn exists(&self, key: &str) -> Result<bool, StoreError>;
     /// Values in the order of `keys`, `None` where absent (`batch.get-many`).
     fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError>;
+    /// Writes many values in one call (`batch.set-many`); not atomic as a whole.
+    fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError>;
     /// Atomically adds `delta` and returns the new value (`atomics.increment`).
     fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError>;
     /// `cas::new`: starts a compare-and-set on `key`.
@@ -109,6 +111,9 @@ impl<S: Store + ?Sized> Store for &S {
     }
     fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         (**self).get_many(keys)
+    }
+    fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        (**self).set_many(entries)
     }
     fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
         (**self).increment(key, delta)

@@ -7,7 +7,7 @@ use hongbao::api::{PaymentRequest, WrapRequest};
 use hongbao::ops::OpenView;
 use hongbao::record::{Packet, Terms};
 use hongbao::store::memory::MemoryStore;
-use hongbao::{keys, Config, Env, Error, Fen, PacketId, Service, Store, Timestamp};
+use hongbao::{Config, Env, Error, Fen, PacketId, Service, Store, Timestamp, keys};
 
 /// 2026-11-22T08:00:00Z.
 pub const T0: Timestamp = Timestamp(1_795_305_600 + 8 * 3600);
@@ -43,7 +43,15 @@ pub fn wrap_request(rid: &str, kind: Kind, total: u64, count: u32) -> WrapReques
 }
 
 /// Wraps and pays a packet at `now`; returns its id.
-pub fn paid_packet<S: Store>(store: &S, config: &Config, now: Timestamp, sender: &str, kind: Kind, total: u64, count: u32) -> PacketId {
+pub fn paid_packet<S: Store>(
+    store: &S,
+    config: &Config,
+    now: Timestamp,
+    sender: &str,
+    kind: Kind,
+    total: u64,
+    count: u32,
+) -> PacketId {
     let mut s = svc(store, config, now);
     let (status, view) = s.wrap(sender, &wrap_request(&format!("r-{}", now.0), kind, total, count)).unwrap();
     assert_eq!(status, 201);
@@ -53,12 +61,20 @@ pub fn paid_packet<S: Store>(store: &S, config: &Config, now: Timestamp, sender:
 }
 
 /// Grab then open, as a client does.
-pub fn grab_and_open<S: Store>(store: &S, config: &Config, env: Env, id: &PacketId, user: &str) -> Result<OpenView, Error> {
+pub fn grab_and_open<S: Store>(
+    store: &S,
+    config: &Config,
+    env: Env,
+    id: &PacketId,
+    user: &str,
+) -> Result<OpenView, Error> {
     let mut s = Service::new(store, config, env);
     let ticket = match s.grab(id, user) {
         Ok(grabbed) => grabbed.ticket,
         // Already claimed: open answers the same claim again with any valid ticket.
-        Err(Error::AlreadyClaimed(_)) => hongbao::auth::issue_ticket(&config.auth_secret, id.as_str(), user, s.env.now.plus_seconds(60)),
+        Err(Error::AlreadyClaimed(_)) => {
+            hongbao::auth::issue_ticket(&config.auth_secret, id.as_str(), user, s.env.now.plus_seconds(60))
+        }
         Err(e) => return Err(e),
     };
     s.open(id, user, &ticket)

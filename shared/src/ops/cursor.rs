@@ -1,0 +1,185 @@
+//! Opens of cursor-strategy packets: pre-allocated shares, an `increment`
+//! cursor, and a compare-and-set on each share's own record, so no two opens
+//! of a packet ever contend on one key. The packet record itself is written
+//! only by pay, settle (collecting claims) and expiry.
+//!
+//! Open's store calls, and what a crash after each leaves:
+//! 1. `get` the packet (status, expiry).
+//! 2. `increment` the user's open marker: 1 means first attempt; more means
+//!    a replay (see `replay`). Crash: the user's later opens answer 429 busy
+//!    until expiry (an attempt may be in flight; taking a second share could
+//!    break "one claim per user"), no money moved.
+//! 3. `increment` the cursor: share number k (> count: exhausted). Crash:
+//!    share k stays free; expiry seals and refunds it.
+//! 4. CAS share k free → claimed by the user. The only contender is expiry
+//!    sealing it (then: 410 expired). Crash: the claim stands; a replay
+//!    finds it by scanning the shares and answers it.
+//! 5. `set` the user's share number (the fast path for replays and grab;
+//!    `0` records that the user's first open found the packet exhausted).
+//! 6. the received record (as for every open).
+
+use super::Service;
+use super::packet::decode_existing;
+use crate::error::Error;
+use crate::id::PacketId;
+use crate::keys;
+use crate::record::{Claim, Packet, Share, ShareState, Status};
+use crate::state::{self, ShareClaimed};
+use crate::store::{Step, Store, update};
+
+impl<S: Store> Service<'_, S> {
+    /// Every share record of a cursor-strategy packet, in order.
+    pub(super) fn shares(&self, id: &PacketId, count: u32) -> Result<Vec<Share>, Error> {
+        let keys: Vec<String> = (1..=count).map(|k| keys::share(id, k)).collect();
+        let mut shares = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(256) {
+            for bytes in self.store.get_many(chunk)? {
+                let bytes = bytes.ok_or_else(|| Error::Internal(format!("packet {id} is missing a share")))?;
+                shares.push(Share::decode(&bytes).map_err(Error::Internal)?);
+            }
+        }
+        Ok(shares)
+    }
+
+    /// The packet as it stands: for a cursor-strategy packet not yet
+    /// finalized, the claims in its share records merged in (read-only).
+    pub(super) fn current(&self, id: &PacketId, packet: Packet) -> Result<Packet, Error> {
+        if packet.strategy != crate::record::Strategy::Cursor || !packet.status.is_paid() || packet.status.is_final() {
+            return Ok(packet);
+        }
+        let shares = self.shares(id, packet.count)?;
+        Ok(state::collect(&packet, &shares, "view").unwrap_or(packet))
+    }
+
+    /// What the user's share mapping says: `Some(Some(claim))`, `Some(None)`
+    /// when the user's first open found the packet exhausted, `None` if unwritten.
+    fn mapped(&self, id: &PacketId, user: &str) -> Result<Option<Option<Claim>>, Error> {
+        let Some(k) = self.store.get(&keys::share_of(id, user))? else { return Ok(None) };
+        let k: u32 = std::str::from_utf8(&k)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::Internal("bad share mapping".into()))?;
+        if k == 0 {
+            return Ok(Some(None));
+        }
+        let bytes =
+            self.store.get(&keys::share(id, k))?.ok_or_else(|| Error::Internal("mapped share missing".into()))?;
+        Ok(Some(Share::decode(&bytes).map_err(Error::Internal)?.claim().filter(|c| c.user == user)))
+    }
+
+    /// Shares not yet handed out.
+    fn untaken(&self, id: &PacketId, packet: &Packet) -> Result<u32, Error> {
+        let taken = self.store.increment(&keys::cursor(id), 0)?.clamp(0, i64::from(packet.count));
+        Ok(packet.count - taken as u32)
+    }
+
+    pub(super) fn cursor_grab(&mut self, id: &PacketId, packet: &Packet, user: &str) -> Result<u32, Error> {
+        match self.mapped(id, user)? {
+            Some(Some(claim)) => return Err(Error::AlreadyClaimed(claim)),
+            Some(None) => return Err(Error::Exhausted),
+            None => {}
+        }
+        check_open(packet, self.env.now)?;
+        match self.untaken(id, packet)? {
+            // Every share is handed out, but one may be this user's, still
+            // being claimed by another of their requests: let open tell.
+            0 if self.store.increment(&keys::open_marker(id, user), 0)? > 0 => Ok(0),
+            0 => Err(Error::Exhausted),
+            remaining => Ok(remaining),
+        }
+    }
+
+    /// (claim, remaining shares, sender).
+    pub(super) fn cursor_open(
+        &mut self,
+        id: &PacketId,
+        packet: &Packet,
+        user: &str,
+    ) -> Result<(Claim, u32, String), Error> {
+        let now = self.env.now;
+        if self.store.increment(&keys::open_marker(id, user), 1)? > 1 {
+            return self.replay(id, packet, user);
+        }
+        check_open(packet, now)?;
+        let k = self.store.increment(&keys::cursor(id), 1)?;
+        if k > i64::from(packet.count) {
+            // Remembered, so this user's retries answer the same.
+            self.store.set(&keys::share_of(id, user), b"0")?;
+            return Err(Error::Exhausted);
+        }
+        let k = k as u32;
+        let claim = update(self.store, &mut self.env, &keys::share(id, k), |current, _| {
+            let share = Share::decode(current.ok_or_else(|| Error::Internal(format!("share {k} missing")))?)
+                .map_err(Error::Internal)?;
+            Ok(match state::claim_share(&share, user, now)? {
+                ShareClaimed::New { share, claim } => Step::Write(share.encode(), claim),
+                ShareClaimed::Already(claim) => Step::Done(claim),
+            })
+        })?;
+        self.store.set(&keys::share_of(id, user), k.to_string().as_bytes())?;
+        Ok((claim, packet.count - k, packet.sender.clone()))
+    }
+
+    /// A second open by the same user: answer the claim if there is one.
+    fn replay(&mut self, id: &PacketId, packet: &Packet, user: &str) -> Result<(Claim, u32, String), Error> {
+        match self.mapped(id, user)? {
+            Some(Some(claim)) => return Ok((claim, self.untaken(id, packet)?, packet.sender.clone())),
+            Some(None) => return Err(Error::Exhausted),
+            None => {}
+        }
+        // The first attempt may have claimed and died before its mapping.
+        let shares = self.shares(id, packet.count)?;
+        if let Some(claim) = shares.iter().filter_map(Share::claim).find(|c| c.user == user) {
+            self.store.set(&keys::share_of(id, user), claim.seq.to_string().as_bytes())?;
+            return Ok((claim, self.untaken(id, packet)?, packet.sender.clone()));
+        }
+        check_open(packet, self.env.now)?;
+        if shares.iter().all(|s| s.state != ShareState::Free) {
+            return Err(Error::Exhausted);
+        }
+        // The first attempt is between its marker and its claim (or died
+        // there) and may hold a share: taking another could give this user two.
+        Err(Error::Busy { retry_after_seconds: 1 })
+    }
+
+    /// Seals the free shares of an expired cursor packet and moves its
+    /// claims into the record; the record's CAS decides the refund, once.
+    pub(super) fn finalize_cursor(&mut self, id: &PacketId, packet: &Packet, op: &str) -> Result<(), Error> {
+        for share in self.shares(id, packet.count)? {
+            if share.state == ShareState::Free {
+                update(self.store, &mut self.env, &keys::share(id, share.k), |current, _| {
+                    let now = Share::decode(current.ok_or_else(|| Error::Internal("share missing".into()))?)
+                        .map_err(Error::Internal)?;
+                    Ok(match state::seal_share(&now, op) {
+                        Some(sealed) => Step::Write(sealed.encode(), ()),
+                        None => Step::Done(()),
+                    })
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the claims of a cursor packet's shares into its record (settle
+    /// does this before crediting). Returns the record as it now is.
+    pub(super) fn collect_claims(&mut self, id: &PacketId, count: u32, op: &str) -> Result<Packet, Error> {
+        let shares = self.shares(id, count)?;
+        update(self.store, &mut self.env, &keys::packet(id), |current, _| {
+            let p = decode_existing(current)?;
+            Ok(match state::collect(&p, &shares, op) {
+                Some(next) => Step::Write(next.encode(), next),
+                None => Step::Done(p),
+            })
+        })
+    }
+}
+
+/// The status checks shared by grab and open.
+fn check_open(p: &Packet, now: crate::time::Timestamp) -> Result<(), Error> {
+    match p.status {
+        Status::AwaitingPayment => Err(Error::NotSent),
+        Status::Expired | Status::Refunded => Err(Error::Expired),
+        _ if p.is_past_expiry(now) => Err(Error::Expired),
+        _ => Ok(()),
+    }
+}
