@@ -14,11 +14,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bench;
 pub mod build;
+pub mod chart;
 pub mod client;
 pub mod kv;
 pub mod manifest;
 pub mod router;
 pub mod server;
 
-pub use server::{serve, App, Running, ServeOptions, StoreChoice};
+pub use server::{App, Running, ServeOptions, StoreChoice, serve};

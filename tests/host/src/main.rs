@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use hongbao_host::{build, client::Client, manifest::Manifest, serve, App, ServeOptions, StoreChoice};
+use hongbao_host::{App, ServeOptions, StoreChoice, build, client::Client, manifest::Manifest, serve};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,6 +33,21 @@ enum Command {
     },
     /// Print the x-payment-signature header value for a body, signed with SPIN_VARIABLE_PAYMENT_SECRET.
     SignPayment { body: String },
+    /// Measure opens per second against the /healthz ceiling (see BENCHMARKS.md).
+    Bench {
+        /// Smaller runs, for checking the bench itself.
+        #[arg(long)]
+        quick: bool,
+        /// Open strategies to compare (the `open_strategy` variable).
+        #[arg(long, value_delimiter = ',', default_value = "cas")]
+        strategies: Vec<String>,
+        /// Write the chart (PNG) here.
+        #[arg(long)]
+        chart: Option<PathBuf>,
+        /// Build the components first.
+        #[arg(long)]
+        build: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -71,12 +86,23 @@ fn main() -> Result<()> {
         Command::Build => build::build_all(&Manifest::load(&cli.manifest)?, false),
         Command::Token { sub, ttl } => {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
-            println!("{}", hongbao::auth::sign_user_token(&secret("auth_secret")?, &sub, hongbao::Timestamp(now + ttl)));
+            println!(
+                "{}",
+                hongbao::auth::sign_user_token(&secret("auth_secret")?, &sub, hongbao::Timestamp(now + ttl))
+            );
             Ok(())
         }
         Command::SignPayment { body } => {
             println!("{}", hongbao::auth::sign_payment(&secret("payment_secret")?, body.as_bytes()));
             Ok(())
+        }
+        Command::Bench { quick, strategies, chart, build } => {
+            if build {
+                build::build_all(&Manifest::load(&cli.manifest)?, false)?;
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let options = hongbao_host::bench::Options { manifest: cli.manifest, quick, strategies, chart };
+            runtime.block_on(hongbao_host::bench::run(&options))
         }
         Command::Up(args) => {
             if args.build {
@@ -139,7 +165,9 @@ async fn tick(addr: SocketAddr, token: String, every: Duration) {
                         eprintln!("hongbao-host: tick {path}: {body}");
                     }
                 }
-                Ok(reply) => eprintln!("hongbao-host: tick {path}: {} {}", reply.status, String::from_utf8_lossy(&reply.body)),
+                Ok(reply) => {
+                    eprintln!("hongbao-host: tick {path}: {} {}", reply.status, String::from_utf8_lossy(&reply.body))
+                }
                 Err(e) => eprintln!("hongbao-host: tick {path}: {e}"),
             }
         }

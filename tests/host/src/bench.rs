@@ -1,0 +1,548 @@
+//! `hongbao-host bench`: how fast packets are opened, measured honestly.
+//!
+//! Starts the host in this process on loopback with the release components,
+//! drives real HTTP load from this same process (one connection per client),
+//! and prints one table where every row comes from this run:
+//! the `/healthz` ceiling; many packets opened by distinct users; hot packets
+//! (100 and 1,000 shares) at 64 / 256 / 1,024 clients with store calls and
+//! CAS attempts per open, 429 share and time until empty; instantiation cost
+//! and component sizes; for both store backends and every open strategy.
+//! Every run checks the money invariants and fails loudly if one breaks.
+
+use crate::client::Client;
+use crate::server::{App, Running, ServeOptions, StoreChoice, serve};
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const AUTH: &str = "bench-auth";
+const PAYMENT: &str = "bench-payment";
+const ADMIN: &str = "bench-admin";
+
+pub struct Options {
+    pub manifest: PathBuf,
+    /// Fewer and smaller runs (a smoke test of the bench itself).
+    pub quick: bool,
+    pub strategies: Vec<String>,
+    pub chart: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Memory,
+    Durable,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Memory => "memory",
+            Backend::Durable => "sqlite",
+        }
+    }
+}
+
+/// One hot-packet run.
+#[derive(Debug, Clone)]
+struct Hot {
+    shares: u32,
+    clients: usize,
+    opens_per_s: f64,
+    p50: Duration,
+    p99: Duration,
+    calls_per_open: f64,
+    cas_per_open: f64,
+    busy_share: f64,
+    empty_after: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Many {
+    packets: usize,
+    opens_per_s: f64,
+    p50: Duration,
+    p99: Duration,
+    calls_per_open: f64,
+    cas_per_open: f64,
+}
+
+struct Run {
+    backend: Backend,
+    strategy: String,
+    ceiling: Vec<(usize, f64)>,
+    many: Many,
+    hot: Vec<Hot>,
+}
+
+fn progress(message: impl AsRef<str>) {
+    eprintln!("bench: {}", message.as_ref());
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn bearer(user: &str) -> String {
+    format!("Bearer {}", hongbao::auth::sign_user_token(AUTH, user, hongbao::Timestamp(now() + 3600)))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn start(manifest: &Path, backend: Backend, strategy: &str, state: &Path) -> Result<Running> {
+    let store = match backend {
+        Backend::Memory => StoreChoice::Memory,
+        Backend::Durable => {
+            let _ = std::fs::remove_dir_all(state);
+            StoreChoice::Durable(state.to_owned())
+        }
+    };
+    let vars: HashMap<String, String> = [
+        ("SPIN_VARIABLE_AUTH_SECRET", AUTH),
+        ("SPIN_VARIABLE_PAYMENT_SECRET", PAYMENT),
+        ("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN),
+        ("SPIN_VARIABLE_MAX_COUNT", "1000"),
+        ("SPIN_VARIABLE_OPEN_STRATEGY", strategy),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let app = App::load_with(manifest, store, ServeOptions::default(), |k| vars.get(k).cloned())?;
+    serve(app, "127.0.0.1:0".parse()?).await
+}
+
+/// `/healthz` requests per second with `connections` clients for `for_how_long`.
+async fn ceiling(addr: SocketAddr, connections: usize, for_how_long: Duration) -> Result<f64> {
+    let done = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + for_how_long;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| {
+            let done = Arc::clone(&done);
+            tokio::spawn(async move {
+                let mut client = Client::new(addr);
+                while Instant::now() < deadline {
+                    let reply = client.get("/healthz", &[]).await?;
+                    ensure!(reply.status == 200, "healthz answered {}", reply.status);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Wraps and pays a packet over `client`; returns its id.
+async fn paid_packet(client: &mut Client, total: u64, count: u32) -> Result<String> {
+    let rid = format!("bench-{}", rand::random::<u64>());
+    let body = json!({"request_id": rid, "kind": "lucky", "total_fen": total, "count": count}).to_string();
+    let wrapped = client.post("/v1/packets", &[("authorization", &bearer("sender"))], body).await?;
+    ensure!(wrapped.status == 201, "wrap: {} {}", wrapped.status, String::from_utf8_lossy(&wrapped.body));
+    let id = wrapped.json()["id"].as_str().context("id")?.to_owned();
+    let payment = json!({"payment_id": format!("pay-{id}"), "amount_fen": total, "status": "success"}).to_string();
+    let signature = hongbao::auth::sign_payment(PAYMENT, payment.as_bytes());
+    let paid =
+        client.post(&format!("/v1/packets/{id}/payment"), &[("x-payment-signature", &signature)], payment).await?;
+    ensure!(paid.status == 200, "pay: {} {}", paid.status, String::from_utf8_lossy(&paid.body));
+    Ok(id)
+}
+
+/// One client's grab + open, honouring 429s. Returns its claim (or None if
+/// exhausted), the latency of each answered open, and the number of 429s.
+async fn grab_and_open(client: &mut Client, id: &str, user: &str) -> Result<(Option<Value>, Vec<Duration>, u32, u32)> {
+    let auth = bearer(user);
+    let (mut opens, mut busy, mut requests) = (Vec::new(), 0, 0);
+    loop {
+        requests += 1;
+        let grabbed = client.post(&format!("/v1/packets/{id}/grab"), &[("authorization", &auth)], "").await?;
+        match (grabbed.status, grabbed.code().as_deref()) {
+            (200, _) => {}
+            (429, _) => {
+                busy += 1;
+                tokio::time::sleep(Duration::from_secs(
+                    grabbed.header("retry-after").and_then(|v| v.parse().ok()).unwrap_or(1),
+                ))
+                .await;
+                continue;
+            }
+            (410, Some("exhausted")) => return Ok((None, opens, busy, requests)),
+            other => bail!("grab answered {other:?}: {}", String::from_utf8_lossy(&grabbed.body)),
+        }
+        let body = json!({"ticket": grabbed.json()["ticket"]}).to_string();
+        loop {
+            requests += 1;
+            let started = Instant::now();
+            let opened =
+                client.post(&format!("/v1/packets/{id}/open"), &[("authorization", &auth)], body.clone()).await?;
+            match (opened.status, opened.code().as_deref()) {
+                (200, _) => {
+                    opens.push(started.elapsed());
+                    return Ok((Some(opened.json()["claim"].clone()), opens, busy, requests));
+                }
+                (429, _) => {
+                    busy += 1;
+                    tokio::time::sleep(Duration::from_secs(
+                        opened.header("retry-after").and_then(|v| v.parse().ok()).unwrap_or(1),
+                    ))
+                    .await;
+                }
+                (410, Some("exhausted")) => {
+                    opens.push(started.elapsed());
+                    return Ok((None, opens, busy, requests));
+                }
+                other => bail!("open answered {other:?}: {}", String::from_utf8_lossy(&opened.body)),
+            }
+        }
+    }
+}
+
+/// The money invariants of one packet, from its query view, against what
+/// the clients were told. Any violation fails the bench.
+async fn check_packet(
+    addr: SocketAddr,
+    id: &str,
+    total: u64,
+    shares: u32,
+    told: &HashMap<String, Value>,
+) -> Result<()> {
+    let view =
+        Client::new(addr).get(&format!("/v1/packets/{id}"), &[("authorization", &bearer("auditor"))]).await?.json();
+    let claims = view["claims"].as_array().context("claims")?;
+    let sum: u64 = claims.iter().map(|c| c["amount_fen"].as_u64().unwrap_or(0)).sum();
+    let mut users: Vec<&str> = claims.iter().map(|c| c["user"].as_str().unwrap_or("")).collect();
+    users.sort_unstable();
+    users.dedup();
+    let ok = claims.len() == shares as usize
+        && sum == total
+        && users.len() == claims.len()
+        && claims.iter().all(|c| c["amount_fen"].as_u64().unwrap_or(0) >= 1)
+        && told.len() == claims.len()
+        && claims.iter().all(|c| told.get(c["user"].as_str().unwrap_or("")) == Some(c));
+    if !ok {
+        bail!(
+            "INVARIANT VIOLATION on packet {id}: {} claims (want {shares}), sum {sum} (want {total}), {} users, {} told",
+            claims.len(),
+            users.len(),
+            told.len()
+        );
+    }
+    Ok(())
+}
+
+async fn hot(running: &Running, shares: u32, clients: usize) -> Result<Hot> {
+    let addr = running.addr();
+    let total = u64::from(shares) * 888;
+    let id = Arc::new(paid_packet(&mut Client::new(addr), total, shares).await?);
+    let kv = &running.app().kv;
+    let before = kv.stats();
+    let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
+    let tasks: Vec<_> = (0..clients)
+        .map(|i| {
+            let (id, barrier) = (Arc::clone(&id), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                let mut client = Client::new(addr);
+                // Connect before the start, so the race is on the packet, not on accept.
+                client.get("/healthz", &[]).await?;
+                barrier.wait().await;
+                let user = format!("h{i:04}");
+                let result = grab_and_open(&mut client, &id, &user).await?;
+                Ok::<_, anyhow::Error>((user, result, Instant::now()))
+            })
+        })
+        .collect();
+    barrier.wait().await;
+    let started = Instant::now();
+    let (mut told, mut latencies, mut busy, mut requests, mut emptied) = (HashMap::new(), Vec::new(), 0, 0, started);
+    for t in tasks {
+        let (user, (claim, opens, b, r), finished) = t.await??;
+        latencies.extend(opens);
+        busy += b;
+        requests += r;
+        if let Some(claim) = claim {
+            emptied = emptied.max(finished);
+            told.insert(user, claim);
+        }
+    }
+    let after = kv.stats();
+    check_packet(addr, &id, total, shares, &told).await?;
+    latencies.sort_unstable();
+    let empty_after = emptied - started;
+    Ok(Hot {
+        shares,
+        clients,
+        opens_per_s: f64::from(shares) / empty_after.as_secs_f64(),
+        p50: percentile(&latencies, 0.5),
+        p99: percentile(&latencies, 0.99),
+        calls_per_open: (after.calls - before.calls) as f64 / f64::from(shares),
+        cas_per_open: (after.swaps - before.swaps) as f64 / f64::from(shares),
+        busy_share: f64::from(busy) / f64::from(requests.max(1)),
+        empty_after,
+    })
+}
+
+async fn many(running: &Running, packets: usize, connections: usize) -> Result<Many> {
+    const SHARES: u32 = 10;
+    let addr = running.addr();
+    progress(format!("  many packets: wrapping and paying {packets} packets"));
+    let next = Arc::new(AtomicUsize::new(0));
+    let setup: Vec<_> = (0..connections)
+        .map(|_| {
+            let next = Arc::clone(&next);
+            tokio::spawn(async move {
+                let mut client = Client::new(addr);
+                let mut ids = Vec::new();
+                while next.fetch_add(1, Ordering::Relaxed) < packets {
+                    ids.push(paid_packet(&mut client, 1_000, SHARES).await?);
+                }
+                Ok::<_, anyhow::Error>(ids)
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for t in setup {
+        ids.extend(t.await??);
+    }
+    let ids = Arc::new(ids);
+    progress(format!("  many packets: {} grab+open by distinct users", packets * SHARES as usize));
+    // Jobs interleave packets, so concurrent clients mostly hit different packets.
+    let jobs = packets * SHARES as usize;
+    let next = Arc::new(AtomicUsize::new(0));
+    let before = running.app().kv.stats();
+    let started = Instant::now();
+    let workers: Vec<_> = (0..connections)
+        .map(|_| {
+            let (next, ids) = (Arc::clone(&next), Arc::clone(&ids));
+            tokio::spawn(async move {
+                let mut client = Client::new(addr);
+                let (mut latencies, mut claims) = (Vec::new(), Vec::new());
+                loop {
+                    let job = next.fetch_add(1, Ordering::Relaxed);
+                    if job >= jobs {
+                        return Ok::<_, anyhow::Error>((latencies, claims));
+                    }
+                    let (packet, user) = (job % ids.len(), format!("m{job}"));
+                    let (claim, opens, _, _) = grab_and_open(&mut client, &ids[packet], &user).await?;
+                    latencies.extend(opens);
+                    claims.push((packet, user, claim.context("a share for every user")?));
+                }
+            })
+        })
+        .collect();
+    let (mut latencies, mut told) = (Vec::new(), vec![HashMap::new(); ids.len()]);
+    for w in workers {
+        let (l, claims) = w.await??;
+        latencies.extend(l);
+        for (packet, user, claim) in claims {
+            told[packet].insert(user, claim);
+        }
+    }
+    let elapsed = started.elapsed();
+    let after = running.app().kv.stats();
+    for (i, id) in ids.iter().enumerate().step_by((ids.len() / 200).max(1)) {
+        check_packet(addr, id, 1_000, SHARES, &told[i]).await?;
+    }
+    latencies.sort_unstable();
+    Ok(Many {
+        packets,
+        opens_per_s: jobs as f64 / elapsed.as_secs_f64(),
+        p50: percentile(&latencies, 0.5),
+        p99: percentile(&latencies, 0.99),
+        calls_per_open: (after.calls - before.calls) as f64 / jobs as f64,
+        cas_per_open: (after.swaps - before.swaps) as f64 / jobs as f64,
+    })
+}
+
+/// Settles everything and reconciles today's packets: no mismatch, and
+/// credited = claimed + refunded.
+async fn check_books(addr: SocketAddr) -> Result<Value> {
+    let mut client = Client::new(addr);
+    let admin = format!("Bearer {ADMIN}");
+    let settled = client.post("/v1/admin/settle", &[("authorization", &admin)], "").await?;
+    ensure!(settled.status == 200, "settle: {}", settled.status);
+    let day = hongbao::Timestamp(now()).day();
+    let report = client.get(&format!("/v1/admin/reconcile?day={day}"), &[("authorization", &admin)]).await?.json();
+    let credited = report["credited_fen"].as_u64().unwrap_or(0);
+    let owed = report["claimed_fen"].as_u64().unwrap_or(0) + report["refunded_fen"].as_u64().unwrap_or(1);
+    if report["mismatches"] != json!([]) || credited != owed {
+        bail!("INVARIANT VIOLATION in reconciliation: {report}");
+    }
+    Ok(report)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    format!("{cores} cores, {cpu}")
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+pub async fn run(options: &Options) -> Result<()> {
+    let manifest = std::fs::canonicalize(&options.manifest)?;
+    let state = std::env::temp_dir().join(format!("hongbao-bench-{}", std::process::id()));
+    let (packets, client_counts, shares): (usize, Vec<usize>, Vec<u32>) =
+        if options.quick { (500, vec![64, 256], vec![100]) } else { (10_000, vec![64, 256, 1024], vec![100, 1000]) };
+    progress(format!("machine: {}", machine()));
+
+    // Per request: instantiation cost and sizes (from the first app loaded).
+    let first = start(&manifest, Backend::Memory, &options.strategies[0], &state).await?;
+    let mut instantiate = Vec::new();
+    for component in ["healthz", "open"] {
+        let mut total = Duration::ZERO;
+        for _ in 0..200 {
+            total += first.app().instantiate_once(component).await?;
+        }
+        instantiate.push((component, total / 200));
+    }
+    let sizes = first.app().component_sizes.clone();
+    first.shutdown().await?;
+
+    let mut runs = Vec::new();
+    for backend in [Backend::Memory, Backend::Durable] {
+        for strategy in &options.strategies {
+            progress(format!("{} store, {strategy} strategy", backend.name()));
+            let running = start(&manifest, backend, strategy, &state).await?;
+            let addr = running.addr();
+            let mut ceilings = Vec::new();
+            for &clients in &client_counts {
+                let rps = ceiling(addr, clients, Duration::from_secs(if options.quick { 1 } else { 3 })).await?;
+                progress(format!("  /healthz ceiling at {clients} clients: {rps:.0} req/s"));
+                ceilings.push((clients, rps));
+            }
+            let many = many(&running, packets, 64).await?;
+            progress(format!("  many packets: {:.0} opens/s", many.opens_per_s));
+            let mut hots = Vec::new();
+            for &s in &shares {
+                for &clients in &client_counts {
+                    let h = hot(&running, s, clients).await?;
+                    progress(format!(
+                        "  hot {s} shares, {clients} clients: {:.0} opens/s, p99 {} ms, {:.2} CAS/open, empty after {} ms",
+                        h.opens_per_s,
+                        ms(h.p99),
+                        h.cas_per_open,
+                        ms(h.empty_after)
+                    ));
+                    hots.push(h);
+                }
+            }
+            let books = check_books(addr).await?;
+            progress(format!(
+                "  books balance: {} packets, {} fen claimed, no mismatch",
+                books["packets"], books["claimed_fen"]
+            ));
+            running.shutdown().await?;
+            runs.push(Run { backend, strategy: strategy.clone(), ceiling: ceilings, many, hot: hots });
+        }
+    }
+    let _ = std::fs::remove_dir_all(&state);
+    print_report(&runs, &instantiate, &sizes, packets);
+    if let Some(path) = &options.chart {
+        chart(&runs, &client_counts, path)?;
+        progress(format!("chart written to {}", path.display()));
+    }
+    Ok(())
+}
+
+fn print_report(runs: &[Run], instantiate: &[(&str, Duration)], sizes: &[(String, u64)], packets: usize) {
+    println!("machine: {}\n", machine());
+    println!(
+        "| store | strategy | /healthz ceiling (64 clients) | many packets: opens/s | ratio to ceiling (target ≥ 50%) | p50 ms | p99 ms | store calls/open | CAS/open |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in runs {
+        let ceiling = r.ceiling.iter().find(|(c, _)| *c == 64).map_or(0.0, |(_, v)| *v);
+        println!(
+            "| {} | {} | {:.0} req/s | {:.0} ({} packets × 10) | {:.0}% | {} | {} | {:.1} | {:.2} |",
+            r.backend.name(),
+            r.strategy,
+            ceiling,
+            r.many.opens_per_s,
+            r.many.packets,
+            100.0 * r.many.opens_per_s / ceiling,
+            ms(r.many.p50),
+            ms(r.many.p99),
+            r.many.calls_per_open,
+            r.many.cas_per_open
+        );
+    }
+    let _ = packets;
+    println!();
+    println!(
+        "| store | strategy | shares | clients | opens/s | p50 ms | p99 ms (target ≤ 25 at 256) | store calls/open | CAS/open (target ≤ 1.5 at 256) | 429 share | empty after ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in runs {
+        for h in &r.hot {
+            println!(
+                "| {} | {} | {} | {} | {:.0} | {} | {} | {:.1} | {:.2} | {:.1}% | {} |",
+                r.backend.name(),
+                r.strategy,
+                h.shares,
+                h.clients,
+                h.opens_per_s,
+                ms(h.p50),
+                ms(h.p99),
+                h.calls_per_open,
+                h.cas_per_open,
+                100.0 * h.busy_share,
+                ms(h.empty_after)
+            );
+        }
+    }
+    println!();
+    println!("| per request | value |");
+    println!("|---|---|");
+    for (component, took) in instantiate {
+        println!("| instantiate {component} | {:.0} µs |", took.as_secs_f64() * 1e6);
+    }
+    for (component, bytes) in sizes {
+        println!("| size of {component} | {:.0} KiB |", *bytes as f64 / 1024.0);
+    }
+}
+
+fn chart(runs: &[Run], client_counts: &[usize], path: &Path) -> Result<()> {
+    let colors = [[214, 39, 40], [31, 119, 180], [44, 160, 44], [255, 127, 14], [148, 103, 189]];
+    let biggest = runs.iter().flat_map(|r| r.hot.iter().map(|h| h.shares)).max().unwrap_or(100);
+    let mut series = vec![crate::chart::Series {
+        name: "/healthz ceiling".into(),
+        color: [90, 90, 90],
+        dashed: true,
+        values: runs[0].ceiling.iter().map(|(_, v)| *v).collect(),
+    }];
+    for (i, r) in runs.iter().enumerate() {
+        series.push(crate::chart::Series {
+            name: format!("{} ({})", r.strategy, r.backend.name()),
+            color: colors[i % colors.len()],
+            dashed: r.backend == Backend::Memory,
+            values: r.hot.iter().filter(|h| h.shares == biggest).map(|h| h.opens_per_s).collect(),
+        });
+    }
+    crate::chart::Chart {
+        title: format!("Hot packet of {biggest} shares: opens/s"),
+        x_label: "concurrent clients".into(),
+        y_label: "per second".into(),
+        x_ticks: client_counts.iter().map(|c| c.to_string()).collect(),
+        series,
+    }
+    .render(path)
+}
