@@ -2,12 +2,15 @@
 //! limit: a declared `content-length` over the limit is refused before
 //! reading, and a streamed body is cut off as soon as it passes the limit.
 
-use hongbao::api::MAX_BODY_BYTES;
 use hongbao::Error;
+use hongbao::api::MAX_BODY_BYTES;
 
 /// Reads the body of `request`, at most `MAX_BODY_BYTES`.
 #[cfg(target_arch = "wasm32")]
-pub async fn read_limited(request: spin_sdk::wasip3::http::types::Request, header: &dyn Fn(&str) -> Option<String>) -> Result<Vec<u8>, Error> {
+pub async fn read_limited(
+    request: spin_sdk::wasip3::http::types::Request,
+    header: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<u8>, Error> {
     use spin_sdk::wasip3::http::types::Request;
     use spin_sdk::wasip3::wit_bindgen::StreamResult;
     check_declared_length(header("content-length").as_deref())?;
@@ -26,7 +29,10 @@ pub async fn read_limited(request: spin_sdk::wasip3::http::types::Request, heade
 
 /// Native builds (unit tests) have no WASI request to read.
 #[cfg(not(target_arch = "wasm32"))]
-pub async fn read_limited(_request: spin_sdk::wasip3::http::types::Request, _header: &dyn Fn(&str) -> Option<String>) -> Result<Vec<u8>, Error> {
+pub async fn read_limited(
+    _request: spin_sdk::wasip3::http::types::Request,
+    _header: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<u8>, Error> {
     unreachable!("components run only as wasm32")
 }
 

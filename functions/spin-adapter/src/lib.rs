@@ -18,7 +18,7 @@
 mod body;
 mod kv;
 
-pub use hongbao::http::{endpoints, Endpoint};
+pub use hongbao::http::{Endpoint, endpoints};
 #[doc(hidden)]
 pub use spin_sdk::wasip3;
 

@@ -3,7 +3,7 @@
 //! `wasm32-wasip2` target is installed (a fresh machine has only the host one).
 
 use crate::manifest::Manifest;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use std::process::Command;
 
 pub const TARGET: &str = "wasm32-wasip2";

@@ -45,7 +45,8 @@ impl Client {
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             let stream = TcpStream::connect(self.addr).await.with_context(|| format!("connecting to {}", self.addr))?;
             stream.set_nodelay(true)?;
-            let (sender, connection) = hyper::client::conn::http1::handshake(wasmtime_wasi_http::io::TokioIo::new(stream)).await?;
+            let (sender, connection) =
+                hyper::client::conn::http1::handshake(wasmtime_wasi_http::io::TokioIo::new(stream)).await?;
             tokio::spawn(async move {
                 let _ = connection.await;
             });
@@ -54,7 +55,13 @@ impl Client {
         Ok(self.sender.as_mut().expect("connected"))
     }
 
-    pub async fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Result<Reply> {
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<Reply> {
         let mut builder = http::Request::builder().method(method).uri(path).header("host", self.addr.to_string());
         for (name, value) in headers {
             builder = builder.header(*name, *value);
@@ -84,7 +91,10 @@ impl Client {
     }
 
     /// Connection errors are errors; what hyper says about the request is the inner result.
-    async fn try_send(&mut self, request: http::Request<Full<Bytes>>) -> Result<Result<hyper::Response<hyper::body::Incoming>, hyper::Error>> {
+    async fn try_send(
+        &mut self,
+        request: http::Request<Full<Bytes>>,
+    ) -> Result<Result<hyper::Response<hyper::body::Incoming>, hyper::Error>> {
         let sender = self.connect().await?;
         if let Err(e) = sender.ready().await {
             return Ok(Err(e));

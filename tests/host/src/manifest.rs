@@ -3,7 +3,7 @@
 //! build command). Unknown keys are rejected, as Spin rejects them, so a typo
 //! fails here before it fails on real Spin.
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -136,7 +136,10 @@ impl Manifest {
         let raw: RawManifest = toml::from_str(text)?;
         ensure!(raw.spin_manifest_version == 2, "only spin_manifest_version = 2 is supported");
         for (name, var) in &raw.variables {
-            ensure!(valid_variable_name(name), "variable {name:?}: names are lower snake case, each word starting with a letter");
+            ensure!(
+                valid_variable_name(name),
+                "variable {name:?}: names are lower snake case, each word starting with a letter"
+            );
             ensure!(var.required ^ var.default.is_some(), "variable {name:?} must be `required` OR have a `default`");
         }
         let mut components = BTreeMap::new();
@@ -147,7 +150,10 @@ impl Manifest {
             };
             for template in c.variables.values() {
                 for reference in template_references(template)? {
-                    ensure!(raw.variables.contains_key(&reference), "component {id}: unknown variable {reference:?} in {template:?}");
+                    ensure!(
+                        raw.variables.contains_key(&reference),
+                        "component {id}: unknown variable {reference:?} in {template:?}"
+                    );
                 }
             }
             let build = c
@@ -164,7 +170,8 @@ impl Manifest {
                     Ok(Build { commands, workdir: dir.join(b.workdir.unwrap_or_default()) })
                 })
                 .transpose()?;
-            components.insert(id, Component { source, key_value_stores: c.key_value_stores, variables: c.variables, build });
+            components
+                .insert(id, Component { source, key_value_stores: c.key_value_stores, variables: c.variables, build });
         }
         let mut triggers = Vec::new();
         for (kind, list) in raw.trigger {
@@ -200,7 +207,10 @@ impl Manifest {
                 None => missing.push(name.clone()),
             }
         }
-        ensure!(missing.is_empty(), "no provider resolved required variable(s): {missing:?} (set SPIN_VARIABLE_<NAME>)");
+        ensure!(
+            missing.is_empty(),
+            "no provider resolved required variable(s): {missing:?} (set SPIN_VARIABLE_<NAME>)"
+        );
         Ok(values)
     }
 

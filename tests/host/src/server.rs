@@ -10,30 +10,30 @@
 //! defaults to 1 here, where Spin uses 16), so a trap can only ever take down
 //! the request that caused it.
 
+use crate::kv::Kv;
 use crate::kv::sqlite::{Journal, SPIN_DB_FILE};
 use crate::kv::wasi::{KvCtx, KvView};
-use crate::kv::Kv;
 use crate::manifest::Manifest;
 use crate::router::Router;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::WasiHttpCtx;
 use wasmtime_wasi_http::handler::{HandlerState, Proxy, ProxyHandler, ProxyPre, StoreBundle};
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::p3::{self, WasiHttpCtxView};
-use wasmtime_wasi_http::WasiHttpCtx;
 
 /// The body type every response has on its way to hyper.
 pub type Body = UnsyncBoxBody<Bytes, ErrorCode>;
@@ -104,7 +104,10 @@ impl p3::WasiHttpHooks for DenyOutbound {
     ) -> Box<
         dyn std::future::Future<
                 Output = Result<
-                    (http::Response<UnsyncBoxBody<Bytes, ErrorCode>>, Box<dyn std::future::Future<Output = Result<(), ErrorCode>> + Send>),
+                    (
+                        http::Response<UnsyncBoxBody<Bytes, ErrorCode>>,
+                        Box<dyn std::future::Future<Output = Result<(), ErrorCode>> + Send>,
+                    ),
                     wasmtime_wasi::TrappableError<ErrorCode>,
                 >,
             > + Send,
@@ -214,7 +217,9 @@ impl App {
         for (id, decl) in &manifest.components {
             for label in &decl.key_value_stores {
                 if !STORE_LABELS.contains(&label.as_str()) {
-                    bail!("unknown key_value_stores label {label:?} for component {id:?} (only \"default\" is provided)");
+                    bail!(
+                        "unknown key_value_stores label {label:?} for component {id:?} (only \"default\" is provided)"
+                    );
                 }
             }
             let wasm = manifest.dir.join(&decl.source);
@@ -238,15 +243,28 @@ impl App {
                 provided: STORE_LABELS.iter().map(|s| s.to_string()).collect(),
                 variables: manifest.component_variables(id, &variables)?.into(),
             });
-            let state = ComponentState { name: id.clone(), engine: engine.clone(), kv: kv_ctx, options: options.clone() };
+            let state =
+                ComponentState { name: id.clone(), engine: engine.clone(), kv: kv_ctx, options: options.clone() };
             linker_pres.insert(id.clone(), service);
             handlers.insert(id.clone(), ProxyHandler::new(state, pre));
         }
-        let (router, replaced) = Router::build(manifest.triggers.iter().map(|t| (t.route.as_str(), t.component.as_str())));
+        let (router, replaced) =
+            Router::build(manifest.triggers.iter().map(|t| (t.route.as_str(), t.component.as_str())));
         for r in replaced {
             eprintln!("hongbao-host: duplicate route, never used: {r}");
         }
-        Ok(App { manifest, variables, kv, store_location, router, handlers, component_sizes, compile_report, engine, linker_pres })
+        Ok(App {
+            manifest,
+            variables,
+            kv,
+            store_location,
+            router,
+            handlers,
+            component_sizes,
+            compile_report,
+            engine,
+            linker_pres,
+        })
     }
 
     /// Instantiates a component once, outside the server (for benchmarks of
@@ -266,7 +284,8 @@ impl App {
 fn compile(engine: &Engine, wasm: &Path, cache_dir: &Path) -> Result<(Component, bool)> {
     use sha2::{Digest, Sha256};
     use std::hash::{Hash, Hasher};
-    let bytes = std::fs::read(wasm).with_context(|| format!("reading {} (build the components first)", wasm.display()))?;
+    let bytes =
+        std::fs::read(wasm).with_context(|| format!("reading {} (build the components first)", wasm.display()))?;
     let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut engine_hash);
     let digest = Sha256::digest(&bytes);
@@ -402,7 +421,10 @@ async fn handle(shared: Arc<Shared>, req: hyper::Request<Incoming>, client: Sock
 /// Hands the request to a component instance and waits for its response.
 /// The task stays alive until hyper has taken the whole body: the guest
 /// writes it through the store's event loop, which must keep running.
-async fn run_component(handler: &ProxyHandler<ComponentState>, request: hyper::Request<Incoming>) -> Result<hyper::Response<Body>> {
+async fn run_component(
+    handler: &ProxyHandler<ComponentState>,
+    request: hyper::Request<Incoming>,
+) -> Result<hyper::Response<Body>> {
     let (tx, rx) = oneshot::channel::<Result<hyper::Response<Body>>>();
     handler.spawn(
         None,
@@ -466,7 +488,11 @@ impl http_body::Body for NotifyOnDrop {
 /// Adds the headers Spin adds (crates/trigger-http/src/headers.rs) and fills in
 /// scheme and authority, which a server-side request URI lacks. Client-sent
 /// `spin-*` headers are dropped so a client cannot forge them.
-fn with_spin_headers(req: hyper::Request<Incoming>, route: &crate::router::RouteMatch<'_>, client: SocketAddr) -> hyper::Request<Incoming> {
+fn with_spin_headers(
+    req: hyper::Request<Incoming>,
+    route: &crate::router::RouteMatch<'_>,
+    client: SocketAddr,
+) -> hyper::Request<Incoming> {
     let (mut parts, body) = req.into_parts();
     let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_owned();
     let path_and_query = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());

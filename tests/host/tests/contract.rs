@@ -18,8 +18,11 @@ async fn authentication_is_enforced_everywhere() {
 
     // Users: missing, malformed, badly signed, expired.
     let expired = format!("Bearer {}", hongbao::auth::sign_user_token(AUTH, "bob", hongbao::Timestamp(now() - 1)));
-    let forged = format!("Bearer {}", hongbao::auth::sign_user_token("not-the-secret", "bob", hongbao::Timestamp(now() + 60)));
-    for auth in [None, Some("Bearer not.a.jwt"), Some(expired.as_str()), Some(forged.as_str()), Some("Basic Ym9iOmJvYg==")] {
+    let forged =
+        format!("Bearer {}", hongbao::auth::sign_user_token("not-the-secret", "bob", hongbao::Timestamp(now() + 60)));
+    for auth in
+        [None, Some("Bearer not.a.jwt"), Some(expired.as_str()), Some(forged.as_str()), Some("Basic Ym9iOmJvYg==")]
+    {
         let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
         for (method, path) in [
             ("POST", "/v1/packets".to_string()),
@@ -31,7 +34,11 @@ async fn authentication_is_enforced_everywhere() {
             ("GET", "/v1/users/me/wallet".to_string()),
         ] {
             let reply = api.client.send(method, &path, &headers, "{}").await.unwrap();
-            assert_eq!((reply.status, reply.code().as_deref()), (401, Some("unauthorized")), "{method} {path} with {auth:?}");
+            assert_eq!(
+                (reply.status, reply.code().as_deref()),
+                (401, Some("unauthorized")),
+                "{method} {path} with {auth:?}"
+            );
         }
     }
     // Admin endpoints take the admin token only (a user JWT is not it).
@@ -108,7 +115,10 @@ async fn bad_input_gets_the_contracts_codes() {
         // max_count comes from SPIN_VARIABLE_MAX_COUNT=5, overriding the manifest's 100.
         (json!({"request_id": "r", "kind": "lucky", "total_fen": 600, "count": 6}), "count"),
         (json!({"request_id": "r", "kind": "lucky", "total_fen": 20_001, "count": 1}), "total_fen"),
-        (json!({"request_id": "r", "kind": "lucky", "total_fen": 10, "count": 2, "greeting": "x".repeat(101)}), "greeting"),
+        (
+            json!({"request_id": "r", "kind": "lucky", "total_fen": 10, "count": 2, "greeting": "x".repeat(101)}),
+            "greeting",
+        ),
     ] {
         let reply = c.post("/v1/packets", &[("authorization", &alice)], body.to_string()).await.unwrap();
         assert_eq!((reply.status, reply.code().as_deref()), (422, Some("invalid_argument")), "{body}");
@@ -116,7 +126,8 @@ async fn bad_input_gets_the_contracts_codes() {
         assert!(message.starts_with(field), "{message} should name {field}");
     }
     // Malformed and unknown ids are both 404 not_found, for every packet route.
-    let unknown = hongbao::PacketId::generate(hongbao::Timestamp(now()).day(), &mut hongbao::alloc::SplitMix64(1)).to_string();
+    let unknown =
+        hongbao::PacketId::generate(hongbao::Timestamp(now()).day(), &mut hongbao::alloc::SplitMix64(1)).to_string();
     for id in ["nope", "20261122999zzzzzzzzzzzzzzzz", unknown.as_str()] {
         for (method, path) in [("GET", format!("/v1/packets/{id}")), ("POST", format!("/v1/packets/{id}/grab"))] {
             let reply = c.send(method, &path, &[("authorization", &alice)], "").await.unwrap();
@@ -147,6 +158,7 @@ async fn bad_input_gets_the_contracts_codes() {
         let reply = api.open(&paid, user, ticket).await;
         assert_eq!((reply.status, reply.code().as_deref()), (403, Some("invalid_ticket")), "{user} {ticket}");
     }
-    let reply = api.client.post(&format!("/v1/packets/{paid}/open"), &[("authorization", &bearer("bob"))], "{}").await.unwrap();
+    let reply =
+        api.client.post(&format!("/v1/packets/{paid}/open"), &[("authorization", &bearer("bob"))], "{}").await.unwrap();
     assert_eq!((reply.status, reply.code().as_deref()), (403, Some("invalid_ticket")), "missing ticket");
 }

@@ -87,7 +87,8 @@ async fn sigkill_mid_packet_loses_nothing() {
     assert_eq!(view["status"], "exhausted");
     let sum: u64 = recorded.iter().map(|c| c["amount_fen"].as_u64().unwrap()).sum();
     assert_eq!(sum, TOTAL);
-    let by_user: HashMap<&str, &serde_json::Value> = recorded.iter().map(|c| (c["user"].as_str().unwrap(), c)).collect();
+    let by_user: HashMap<&str, &serde_json::Value> =
+        recorded.iter().map(|c| (c["user"].as_str().unwrap(), c)).collect();
     assert_eq!(by_user.len(), SHARES as usize, "one claim per user");
     // What each client was finally told matches the record.
     let mut told = 0;
@@ -97,7 +98,9 @@ async fn sigkill_mid_packet_loses_nothing() {
                 assert_eq!(Some(&claim), by_user.get(user.as_str()), "{user}");
                 told += 1;
             }
-            Outcome::Exhausted => assert!(!by_user.contains_key(user.as_str()), "{user} was told exhausted but has a claim"),
+            Outcome::Exhausted => {
+                assert!(!by_user.contains_key(user.as_str()), "{user} was told exhausted but has a claim")
+            }
         }
     }
     assert_eq!(told, SHARES as usize);

@@ -13,7 +13,12 @@ fn probe_manifest() -> std::path::PathBuf {
 }
 
 fn probe() -> HostSpec {
-    HostSpec { manifest: probe_manifest(), state_dir: None, env: vec![("SPIN_VARIABLE_SECRET".into(), "shh".into())], args: vec![] }
+    HostSpec {
+        manifest: probe_manifest(),
+        state_dir: None,
+        env: vec![("SPIN_VARIABLE_SECRET".into(), "shh".into())],
+        args: vec![],
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -46,8 +51,12 @@ async fn variables_come_from_the_manifest_and_the_environment() {
     let mut client = Client::new(host.addr);
     let seen = client.get("/probe/echo/x/y", &[]).await.unwrap().json();
     assert_eq!(seen["greeting"], "hello, probe", "default rendered through the component template");
-    let vars: HashMap<String, String> =
-        seen["variables"].as_array().unwrap().iter().map(|p| (p[0].as_str().unwrap().into(), p[1].as_str().unwrap().into())).collect();
+    let vars: HashMap<String, String> = seen["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_str().unwrap().into(), p[1].as_str().unwrap().into()))
+        .collect();
     assert_eq!(vars["secret"], "shh");
 
     let mut spec = probe();
@@ -96,7 +105,8 @@ async fn a_trap_fails_only_its_own_request() {
         assert_eq!(status, expected, "{path}");
     }
     // Each trap is logged with its request id (the log is read by a thread: give it a moment).
-    let traps_logged = || host.log.lock().unwrap().iter().filter(|l| l.contains("request ") && l.contains("[probe]")).count();
+    let traps_logged =
+        || host.log.lock().unwrap().iter().filter(|l| l.contains("request ") && l.contains("[probe]")).count();
     for _ in 0..100 {
         if traps_logged() >= 60 {
             break;
@@ -109,7 +119,8 @@ async fn a_trap_fails_only_its_own_request() {
 /// What a Spin 4 HTTP component may import: WASI 0.2 (std), WASI 0.3 rc
 /// (HTTP), wasi:keyvalue draft2 and wasi:config, no outbound anything else.
 fn allowed_import(name: &str) -> bool {
-    let p2 = ["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/"].iter().any(|p| name.starts_with(p)) && name.contains("@0.2.");
+    let p2 = ["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/"].iter().any(|p| name.starts_with(p))
+        && name.contains("@0.2.");
     p2 || name == "wasi:http/types@0.3.0-rc-2026-03-15"
         || (name.starts_with("wasi:keyvalue/") && name.ends_with("@0.2.0-draft2"))
         || name == "wasi:config/store@0.2.0-draft-2024-09-27"
@@ -158,7 +169,11 @@ fn the_manifest_declares_exactly_the_contracts_variables() {
         }
         assert_eq!(component.key_value_stores, vec!["default".to_string()], "{id}");
         for v in hongbao::config::VARIABLES {
-            assert_eq!(component.variables.get(v.name).map(String::as_str), Some(format!("{{{{ {} }}}}", v.name).as_str()), "{id}");
+            assert_eq!(
+                component.variables.get(v.name).map(String::as_str),
+                Some(format!("{{{{ {} }}}}", v.name).as_str()),
+                "{id}"
+            );
         }
         let build = component.build.as_ref().expect("a build command");
         let package = component.source.file_stem().unwrap().to_str().unwrap().replace('_', "-");
@@ -212,7 +227,11 @@ async fn the_durable_store_is_spins_sqlite_table() {
     assert_eq!(columns, ["store", "key", "value"]);
     let packet_id = hongbao::PacketId::parse(&id).unwrap();
     let value: Vec<u8> = conn
-        .query_row("SELECT value FROM spin_key_value WHERE store = 'default' AND key = ?1", [hongbao::keys::packet(&packet_id)], |r| r.get(0))
+        .query_row(
+            "SELECT value FROM spin_key_value WHERE store = 'default' AND key = ?1",
+            [hongbao::keys::packet(&packet_id)],
+            |r| r.get(0),
+        )
         .unwrap();
     let record = hongbao::record::Packet::decode(&value).unwrap();
     assert_eq!((record.id, record.total_fen.0), (id, 300));

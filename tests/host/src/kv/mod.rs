@@ -25,8 +25,8 @@ pub mod sqlite;
 pub mod wasi;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvError(pub String);
@@ -258,7 +258,9 @@ impl Kv {
             // A counter loaded from disk: Spin's 8-byte little-endian form.
             Some(Entry { value: Value::Bytes(b), .. }) if b.len() == 8 => i64::from_le_bytes(b[..].try_into().unwrap()),
             Some(Entry { value: Value::Bytes(_), .. }) => {
-                return Err(KvError(format!("increment on {key}, a value written by set (Spin's SQLite store panics here)")));
+                return Err(KvError(format!(
+                    "increment on {key}, a value written by set (Spin's SQLite store panics here)"
+                )));
             }
         };
         let next = current.checked_add(delta).ok_or_else(|| KvError(format!("counter {key} overflows")))?;
@@ -275,7 +277,13 @@ impl Kv {
     }
 
     /// `swap`: writes if the key's sequence number is still `expected`.
-    pub fn swap(&self, label: &str, key: &str, expected: u64, value: Vec<u8>) -> Result<Result<Ticket, CasFailed>, KvError> {
+    pub fn swap(
+        &self,
+        label: &str,
+        key: &str,
+        expected: u64,
+        value: Vec<u8>,
+    ) -> Result<Result<Ticket, CasFailed>, KvError> {
         self.count();
         self.stats.swaps.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock()?;

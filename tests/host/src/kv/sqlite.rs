@@ -10,7 +10,7 @@
 //! covers many requests, which is where the throughput comes from.
 
 use super::{KvError, Mutation, Ticket};
-use rusqlite::{params, Connection};
+use rusqlite::{Connection, params};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};

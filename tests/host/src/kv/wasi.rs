@@ -100,7 +100,6 @@ impl KvView<'_> {
     fn bucket(&self, bucket: &Resource<Bucket>) -> Result<String, StoreFault> {
         Ok(self.table.get(bucket)?.label.clone())
     }
-
 }
 
 /// Answers only once what was read or written is durable.
@@ -134,7 +133,11 @@ impl store::HostBucket for KvView<'_> {
         durable(&self.ctx.kv, read).await
     }
 
-    async fn list_keys(&mut self, bucket: Resource<Bucket>, cursor: Option<String>) -> Result<store::KeyResponse, StoreFault> {
+    async fn list_keys(
+        &mut self,
+        bucket: Resource<Bucket>,
+        cursor: Option<String>,
+    ) -> Result<store::KeyResponse, StoreFault> {
         if cursor.is_some() {
             // As in Spin: one page holds every key.
             return Err(StoreFault::Guest(store::Error::Other("list_keys: cursor not supported".into())));
@@ -220,13 +223,21 @@ impl atomics::Host for KvView<'_> {
 }
 
 impl batch::Host for KvView<'_> {
-    async fn get_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Result<Vec<(String, Option<Vec<u8>>)>, StoreFault> {
+    async fn get_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        keys: Vec<String>,
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, StoreFault> {
         let label = self.bucket(&bucket)?;
         let read = self.ctx.kv.get_many(&label, &keys)?;
         durable(&self.ctx.kv, read).await
     }
 
-    async fn set_many(&mut self, bucket: Resource<Bucket>, key_values: Vec<(String, Vec<u8>)>) -> Result<(), StoreFault> {
+    async fn set_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key_values: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), StoreFault> {
         let label = self.bucket(&bucket)?;
         let mut last = Ticket(0);
         for (key, value) in key_values {

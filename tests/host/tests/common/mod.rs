@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use hongbao_host::client::{Client, Reply};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -184,7 +184,8 @@ impl Api {
     /// Wraps and pays a packet; returns its id.
     pub async fn paid_packet(&mut self, sender: &str, kind: &str, total: u64, count: u32) -> String {
         let rid = format!("r-{}-{}", now(), rand_suffix());
-        let wrapped = self.wrap(sender, json!({"request_id": rid, "kind": kind, "total_fen": total, "count": count})).await;
+        let wrapped =
+            self.wrap(sender, json!({"request_id": rid, "kind": kind, "total_fen": total, "count": count})).await;
         assert_eq!(wrapped.status, 201, "{:?}", wrapped.json());
         let id = wrapped.json()["id"].as_str().unwrap().to_owned();
         let paid = self.pay(&id, &format!("pay-{id}"), total).await;
@@ -195,7 +196,10 @@ impl Api {
     pub async fn pay(&mut self, id: &str, payment_id: &str, amount: u64) -> Reply {
         let body = json!({"payment_id": payment_id, "amount_fen": amount, "status": "success"}).to_string();
         let signature = hongbao::auth::sign_payment(PAYMENT, body.as_bytes());
-        self.client.post(&format!("/v1/packets/{id}/payment"), &[("x-payment-signature", &signature)], body).await.unwrap()
+        self.client
+            .post(&format!("/v1/packets/{id}/payment"), &[("x-payment-signature", &signature)], body)
+            .await
+            .unwrap()
     }
 
     pub async fn grab(&mut self, id: &str, user: &str) -> Reply {
@@ -238,7 +242,8 @@ pub enum Outcome {
 pub async fn grab_and_open(api: &mut Api, id: &str, user: &str) -> anyhow::Result<(Outcome, u32)> {
     let mut busy = 0;
     loop {
-        let grabbed = api.client.post(&format!("/v1/packets/{id}/grab"), &[("authorization", &bearer(user))], "").await?;
+        let grabbed =
+            api.client.post(&format!("/v1/packets/{id}/grab"), &[("authorization", &bearer(user))], "").await?;
         match (grabbed.status, grabbed.code().as_deref()) {
             (200, _) => {}
             (429, _) => {
@@ -253,7 +258,8 @@ pub async fn grab_and_open(api: &mut Api, id: &str, user: &str) -> anyhow::Resul
         let ticket = grabbed.json()["ticket"].as_str().unwrap().to_owned();
         loop {
             let body = json!({"ticket": ticket}).to_string();
-            let opened = api.client.post(&format!("/v1/packets/{id}/open"), &[("authorization", &bearer(user))], body).await?;
+            let opened =
+                api.client.post(&format!("/v1/packets/{id}/open"), &[("authorization", &bearer(user))], body).await?;
             match (opened.status, opened.code().as_deref()) {
                 (200, _) => return Ok((Outcome::Claimed(opened.json()["claim"].clone()), busy)),
                 (429, _) => {
