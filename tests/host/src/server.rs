@@ -74,6 +74,9 @@ pub struct HostState {
     http: WasiHttpCtx,
     hooks: DenyOutbound,
     kv: Arc<KvCtx>,
+    /// The highest key-value sequence number the current request read or
+    /// wrote: its response waits until that much is durable.
+    observed: u64,
 }
 
 impl WasiView for HostState {
@@ -89,7 +92,7 @@ impl p3::WasiHttpView for HostState {
 }
 
 fn kv_view(state: &mut HostState) -> KvView<'_> {
-    KvView { ctx: &state.kv, table: &mut state.table }
+    KvView { ctx: &state.kv, table: &mut state.table, observed: &mut state.observed }
 }
 
 /// No component makes outbound requests (spin.toml allows no hosts).
@@ -134,6 +137,7 @@ impl HandlerState for ComponentState {
             http: WasiHttpCtx::new(),
             hooks: DenyOutbound,
             kv: Arc::clone(&self.kv),
+            observed: 0,
         };
         Ok(StoreBundle { store: Store::new(&self.engine, state), write_profile: Box::new(|_| {}) })
     }
@@ -203,6 +207,11 @@ impl App {
 
         let mut config = Config::new();
         config.wasm_component_model(true).wasm_component_model_async(true);
+        // HONGBAO_PERFMAP=1 writes /tmp/perf-<pid>.map so `perf report` can
+        // name JIT-compiled guest functions (see BENCHMARKS.md, profiling).
+        if std::env::var_os("HONGBAO_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -312,6 +321,9 @@ struct Shared {
     app: App,
     next_request: AtomicU64,
     in_flight: AtomicUsize,
+    /// Per component: requests answered and total time inside the host
+    /// (routing to response ready, network excluded), for the benchmark.
+    timings: HashMap<String, (AtomicU64, AtomicU64)>,
 }
 
 /// A running server.
@@ -329,6 +341,22 @@ impl Running {
 
     pub fn app(&self) -> &App {
         &self.shared.app
+    }
+
+    /// Per component: (requests, mean time in the host from routing to the
+    /// response being ready), since start.
+    pub fn timings(&self) -> Vec<(String, u64, Duration)> {
+        let mut all: Vec<_> = self
+            .shared
+            .timings
+            .iter()
+            .map(|(k, (n, ns))| {
+                let n = n.load(Ordering::Relaxed);
+                (k.clone(), n, Duration::from_nanos(ns.load(Ordering::Relaxed) / n.max(1)))
+            })
+            .collect();
+        all.sort();
+        all
     }
 
     /// Stops accepting, waits (up to 10 s) for requests in flight, and makes
@@ -350,7 +378,8 @@ impl Running {
 pub async fn serve(app: App, addr: SocketAddr) -> Result<Running> {
     let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let addr = listener.local_addr()?;
-    let shared = Arc::new(Shared { app, next_request: AtomicU64::new(1), in_flight: AtomicUsize::new(0) });
+    let timings = app.handlers.keys().map(|k| (k.clone(), (AtomicU64::new(0), AtomicU64::new(0)))).collect();
+    let shared = Arc::new(Shared { app, next_request: AtomicU64::new(1), in_flight: AtomicUsize::new(0), timings });
     let (stop, mut stopped) = watch::channel(false);
     let accept_shared = Arc::clone(&shared);
     let accept_loop = tokio::spawn(async move {
@@ -409,7 +438,13 @@ async fn handle(shared: Arc<Shared>, req: hyper::Request<Incoming>, client: Sock
     let request = with_spin_headers(req, &route, client);
     let handler = shared.app.handlers[&component].clone();
     let request_id = shared.next_request.fetch_add(1, Ordering::Relaxed);
-    match run_component(&handler, request).await {
+    let started = std::time::Instant::now();
+    let outcome = run_component(&handler, Arc::clone(&shared.app.kv), request).await;
+    if let Some((count, total)) = shared.timings.get(&component) {
+        count.fetch_add(1, Ordering::Relaxed);
+        total.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+    match outcome {
         Ok(response) => response,
         Err(e) => {
             eprintln!("hongbao-host: request {request_id} to [{component}] {path} failed: {e:?}");
@@ -419,10 +454,13 @@ async fn handle(shared: Arc<Shared>, req: hyper::Request<Incoming>, client: Sock
 }
 
 /// Hands the request to a component instance and waits for its response.
+/// Before the response leaves, everything the request read or wrote in the
+/// key-value store is made durable (one wait, however many calls it made).
 /// The task stays alive until hyper has taken the whole body: the guest
 /// writes it through the store's event loop, which must keep running.
 async fn run_component(
     handler: &ProxyHandler<ComponentState>,
+    kv: Arc<Kv>,
     request: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<Body>> {
     let (tx, rx) = oneshot::channel::<Result<hyper::Response<Body>>>();
@@ -434,10 +472,13 @@ async fn run_component(
                 let answer = async {
                     let request = request.map(|body| body.map_err(ErrorCode::from_hyper_request_error));
                     let (request, request_done) = p3::Request::from_http(request);
+                    accessor.with(|mut store| store.data_mut().observed = 0);
                     let response = match service.handle(accessor, request).await? {
                         Ok(response) => response,
                         Err(code) => bail!("the component answered with error code {code:?}"),
                     };
+                    let observed = accessor.with(|mut store| store.data_mut().observed);
+                    kv.wait(crate::kv::Ticket(observed)).await.map_err(|e| anyhow!("store: {e}"))?;
                     accessor.with(|mut store| response.into_http(&mut store, request_done)).map_err(anyhow::Error::from)
                 }
                 .await;

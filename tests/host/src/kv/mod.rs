@@ -63,10 +63,20 @@ pub struct Mutation {
     pub seq: u64,
 }
 
+/// label → key → entry. Nested so lookups borrow `&str` and allocate nothing.
 #[derive(Default)]
 struct State {
-    entries: HashMap<(String, String), Entry>,
+    entries: HashMap<String, HashMap<String, Entry>>,
     next_seq: u64,
+    /// The latest delete: a read that finds nothing depends on it (the key
+    /// may be absent only because of a delete that is not durable yet).
+    last_delete: u64,
+}
+
+impl State {
+    fn entry(&self, label: &str, key: &str) -> Option<&Entry> {
+        self.entries.get(label)?.get(key)
+    }
 }
 
 /// Counts of store calls, for the benchmarks.
@@ -99,18 +109,25 @@ pub struct CasFailed {
 impl Kv {
     /// A store that lives and dies with the process (`--memory`).
     pub fn in_memory() -> Kv {
-        Kv { state: Mutex::new(State { entries: HashMap::new(), next_seq: 1 }), journal: None, stats: Stats::default() }
+        Kv {
+            state: Mutex::new(State { entries: HashMap::new(), next_seq: 1, last_delete: 0 }),
+            journal: None,
+            stats: Stats::default(),
+        }
     }
 
     /// A durable store: loads every row of the journal's database, then
     /// journals every mutation.
     pub fn durable(journal: sqlite::Journal) -> Result<Kv, KvError> {
-        let rows = journal.load()?;
-        let entries = rows
-            .into_iter()
-            .map(|(label, key, value)| ((label, key), Entry { value: Value::Bytes(value), seq: 1 }))
-            .collect();
-        Ok(Kv { state: Mutex::new(State { entries, next_seq: 2 }), journal: Some(journal), stats: Stats::default() })
+        let mut entries: HashMap<String, HashMap<String, Entry>> = HashMap::new();
+        for (label, key, value) in journal.load()? {
+            entries.entry(label).or_default().insert(key, Entry { value: Value::Bytes(value), seq: 1 });
+        }
+        Ok(Kv {
+            state: Mutex::new(State { entries, next_seq: 2, last_delete: 0 }),
+            journal: Some(journal),
+            stats: Stats::default(),
+        })
     }
 
     pub fn is_durable(&self) -> bool {
@@ -159,29 +176,42 @@ impl Kv {
     fn write(&self, state: &mut State, label: &str, key: &str, value: Option<Value>) -> Ticket {
         let seq = state.next_seq;
         state.next_seq += 1;
-        let id = (label.to_owned(), key.to_owned());
-        let persisted = value.as_ref().map(|v| match v {
-            Value::Bytes(b) => b.clone(),
-            Value::Counter(n) => n.to_le_bytes().to_vec(),
-        });
+        if let Some(journal) = &self.journal {
+            let persisted = value.as_ref().map(|v| match v {
+                Value::Bytes(b) => b.clone(),
+                Value::Counter(n) => n.to_le_bytes().to_vec(),
+            });
+            journal.push(Mutation { label: label.to_owned(), key: key.to_owned(), value: persisted, seq });
+        }
         match value {
             Some(value) => {
-                state.entries.insert(id, Entry { value, seq });
+                let table = match state.entries.get_mut(label) {
+                    Some(table) => table,
+                    None => state.entries.entry(label.to_owned()).or_default(),
+                };
+                match table.get_mut(key) {
+                    Some(entry) => *entry = Entry { value, seq },
+                    None => {
+                        table.insert(key.to_owned(), Entry { value, seq });
+                    }
+                }
             }
             None => {
-                state.entries.remove(&id);
+                state.last_delete = seq;
+                if let Some(table) = state.entries.get_mut(label) {
+                    table.remove(key);
+                }
             }
-        }
-        if let Some(journal) = &self.journal {
-            journal.push(Mutation { label: label.to_owned(), key: key.to_owned(), value: persisted, seq });
         }
         Ticket(seq)
     }
 
-    fn read(state: &State, label: &str, key: &str) -> Result<(Option<Vec<u8>>, u64), KvError> {
-        match state.entries.get(&(label.to_owned(), key.to_owned())) {
-            None => Ok((None, 0)),
-            Some(Entry { value: Value::Bytes(b), seq }) => Ok((Some(b.clone()), *seq)),
+    /// The value, its sequence number (0 when absent, for compare-and-set),
+    /// and what an answer based on it depends on.
+    fn read(state: &State, label: &str, key: &str) -> Result<(Option<Vec<u8>>, u64, Ticket), KvError> {
+        match state.entry(label, key) {
+            None => Ok((None, 0, Ticket(state.last_delete))),
+            Some(Entry { value: Value::Bytes(b), seq }) => Ok((Some(b.clone()), *seq, Ticket(*seq))),
             Some(Entry { value: Value::Counter(_), .. }) => {
                 Err(KvError(format!("{key} is a counter: read it with increment(key, 0), not get")))
             }
@@ -191,8 +221,8 @@ impl Kv {
     pub fn get(&self, label: &str, key: &str) -> Result<(Option<Vec<u8>>, Ticket), KvError> {
         self.count();
         let state = self.lock()?;
-        let (value, seq) = Kv::read(&state, label, key)?;
-        Ok((value, Ticket(seq)))
+        let (value, _, ticket) = Kv::read(&state, label, key)?;
+        Ok((value, ticket))
     }
 
     pub fn get_many(&self, label: &str, keys: &[String]) -> Result<(Vec<(String, Option<Vec<u8>>)>, Ticket), KvError> {
@@ -201,8 +231,8 @@ impl Kv {
         let mut newest = 0;
         let mut found = Vec::with_capacity(keys.len());
         for key in keys {
-            let (value, seq) = Kv::read(&state, label, key)?;
-            newest = newest.max(seq);
+            let (value, _, ticket) = Kv::read(&state, label, key)?;
+            newest = newest.max(ticket.0);
             found.push((key.clone(), value));
         }
         Ok((found, Ticket(newest)))
@@ -211,21 +241,22 @@ impl Kv {
     pub fn exists(&self, label: &str, key: &str) -> Result<(bool, Ticket), KvError> {
         self.count();
         let state = self.lock()?;
-        Ok(match state.entries.get(&(label.to_owned(), key.to_owned())) {
+        Ok(match state.entry(label, key) {
             Some(entry) => (true, Ticket(entry.seq)),
-            None => (false, Ticket(0)),
+            None => (false, Ticket(state.last_delete)),
         })
     }
 
     pub fn list_keys(&self, label: &str) -> Result<(Vec<String>, Ticket), KvError> {
         self.count();
         let state = self.lock()?;
-        let mut newest = 0;
+        let mut newest = state.last_delete;
         let mut keys: Vec<String> = state
             .entries
-            .iter()
-            .filter(|((l, _), _)| l == label)
-            .map(|((_, k), e)| {
+            .get(label)
+            .into_iter()
+            .flatten()
+            .map(|(k, e)| {
                 newest = newest.max(e.seq);
                 k.clone()
             })
@@ -243,8 +274,8 @@ impl Kv {
     pub fn delete(&self, label: &str, key: &str) -> Result<Ticket, KvError> {
         self.count();
         let mut state = self.lock()?;
-        if !state.entries.contains_key(&(label.to_owned(), key.to_owned())) {
-            return Ok(Ticket(0));
+        if state.entry(label, key).is_none() {
+            return Ok(Ticket(state.last_delete));
         }
         Ok(self.write(&mut state, label, key, None))
     }
@@ -252,7 +283,7 @@ impl Kv {
     pub fn increment(&self, label: &str, key: &str, delta: i64) -> Result<(i64, Ticket), KvError> {
         self.count();
         let mut state = self.lock()?;
-        let current = match state.entries.get(&(label.to_owned(), key.to_owned())) {
+        let current = match state.entry(label, key) {
             None => 0,
             Some(Entry { value: Value::Counter(n), .. }) => *n,
             // A counter loaded from disk: Spin's 8-byte little-endian form.
@@ -272,8 +303,7 @@ impl Kv {
     pub fn current(&self, label: &str, key: &str) -> Result<(Option<Vec<u8>>, u64, Ticket), KvError> {
         self.count();
         let state = self.lock()?;
-        let (value, seq) = Kv::read(&state, label, key)?;
-        Ok((value, seq, Ticket(seq)))
+        Kv::read(&state, label, key)
     }
 
     /// `swap`: writes if the key's sequence number is still `expected`.
@@ -287,7 +317,7 @@ impl Kv {
         self.count();
         self.stats.swaps.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock()?;
-        let now = state.entries.get(&(label.to_owned(), key.to_owned())).map_or(0, |e| e.seq);
+        let now = state.entry(label, key).map_or(0, |e| e.seq);
         if now != expected {
             self.stats.swaps_failed.fetch_add(1, Ordering::Relaxed);
             return Ok(Err(CasFailed { current_seq: now }));

@@ -1,10 +1,14 @@
 //! `wasi:keyvalue@0.2.0-draft2` (store, atomics, batch) and
 //! `wasi:config/store@0.2.0-draft-2024-09-27` as host functions.
 //!
-//! The key-value functions are `async`: an operation that must wait for its
-//! commit suspends the guest without holding a thread, so many requests wait
-//! on one group commit. Buckets are opened only for the labels the
-//! component's `key_value_stores` grants (else `access-denied`, as in Spin).
+//! The functions are synchronous and never wait for the disk: each notes the
+//! highest write sequence number it read or wrote in the instance's state,
+//! and the server waits once, after the component has answered and before
+//! the response leaves, until that much is durable (see `server::run_component`).
+//! A response therefore never reports anything that could still vanish, and a
+//! compare-and-set's read→swap window is not stretched by a commit.
+//! Buckets are opened only for the labels the component's `key_value_stores`
+//! grants (else `access-denied`, as in Spin).
 
 use super::{Kv, KvError, Ticket};
 use std::sync::Arc;
@@ -14,7 +18,7 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "wit/keyvalue",
         world: "wasi:keyvalue/imports",
-        imports: { default: async | trappable },
+        imports: { default: trappable },
         with: {
             "wasi:keyvalue/store.bucket": crate::kv::wasi::Bucket,
             "wasi:keyvalue/atomics.cas": crate::kv::wasi::Cas,
@@ -79,6 +83,8 @@ pub struct KvCtx {
 pub struct KvView<'a> {
     pub ctx: &'a KvCtx,
     pub table: &'a mut ResourceTable,
+    /// The highest sequence number this request has read or written.
+    pub observed: &'a mut u64,
 }
 
 pub struct KvData;
@@ -102,38 +108,40 @@ impl KvView<'_> {
     }
 }
 
-/// Answers only once what was read or written is durable.
-async fn durable<T>(kv: &Kv, (value, ticket): (T, Ticket)) -> Result<T, StoreFault> {
-    kv.wait(ticket).await?;
-    Ok(value)
+impl KvView<'_> {
+    /// Remembers that the answer depends on everything up to `ticket`.
+    fn note<T>(&mut self, (value, ticket): (T, Ticket)) -> T {
+        *self.observed = (*self.observed).max(ticket.0);
+        value
+    }
 }
 
 impl store::HostBucket for KvView<'_> {
-    async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Option<Vec<u8>>, StoreFault> {
+    fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Option<Vec<u8>>, StoreFault> {
         let label = self.bucket(&bucket)?;
         let read = self.ctx.kv.get(&label, &key)?;
-        durable(&self.ctx.kv, read).await
+        Ok(self.note(read))
     }
 
-    async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Result<(), StoreFault> {
+    fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Result<(), StoreFault> {
         let label = self.bucket(&bucket)?;
         let ticket = self.ctx.kv.set(&label, &key, value)?;
-        durable(&self.ctx.kv, ((), ticket)).await
+        Ok(self.note(((), ticket)))
     }
 
-    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<(), StoreFault> {
+    fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<(), StoreFault> {
         let label = self.bucket(&bucket)?;
         let ticket = self.ctx.kv.delete(&label, &key)?;
-        durable(&self.ctx.kv, ((), ticket)).await
+        Ok(self.note(((), ticket)))
     }
 
-    async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Result<bool, StoreFault> {
+    fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Result<bool, StoreFault> {
         let label = self.bucket(&bucket)?;
         let read = self.ctx.kv.exists(&label, &key)?;
-        durable(&self.ctx.kv, read).await
+        Ok(self.note(read))
     }
 
-    async fn list_keys(
+    fn list_keys(
         &mut self,
         bucket: Resource<Bucket>,
         cursor: Option<String>,
@@ -144,18 +152,18 @@ impl store::HostBucket for KvView<'_> {
         }
         let label = self.bucket(&bucket)?;
         let read = self.ctx.kv.list_keys(&label)?;
-        let keys = durable(&self.ctx.kv, read).await?;
+        let keys = self.note(read);
         Ok(store::KeyResponse { keys, cursor: None })
     }
 
-    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+    fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
         self.table.delete(bucket)?;
         Ok(())
     }
 }
 
 impl store::Host for KvView<'_> {
-    async fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, StoreFault> {
+    fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, StoreFault> {
         if !self.ctx.labels.contains(&identifier) {
             return Err(StoreFault::Guest(store::Error::AccessDenied));
         }
@@ -174,45 +182,45 @@ impl store::Host for KvView<'_> {
 }
 
 impl atomics::HostCas for KvView<'_> {
-    async fn new(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Resource<Cas>, StoreFault> {
+    fn new(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Resource<Cas>, StoreFault> {
         let label = self.bucket(&bucket)?;
         Ok(self.table.push(Cas { label, key, seen: None })?)
     }
 
-    async fn current(&mut self, cas: Resource<Cas>) -> Result<Option<Vec<u8>>, StoreFault> {
+    fn current(&mut self, cas: Resource<Cas>) -> Result<Option<Vec<u8>>, StoreFault> {
         let (label, key) = {
             let cas = self.table.get(&cas)?;
             (cas.label.clone(), cas.key.clone())
         };
         let (value, seq, ticket) = self.ctx.kv.current(&label, &key)?;
         self.table.get_mut(&cas)?.seen = Some(seq);
-        durable(&self.ctx.kv, (value, ticket)).await
+        Ok(self.note((value, ticket)))
     }
 
-    async fn drop(&mut self, cas: Resource<Cas>) -> wasmtime::Result<()> {
+    fn drop(&mut self, cas: Resource<Cas>) -> wasmtime::Result<()> {
         self.table.delete(cas)?;
         Ok(())
     }
 }
 
 impl atomics::Host for KvView<'_> {
-    async fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: i64) -> Result<i64, StoreFault> {
+    fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: i64) -> Result<i64, StoreFault> {
         let label = self.bucket(&bucket)?;
         let counted = self.ctx.kv.increment(&label, &key, delta)?;
-        durable(&self.ctx.kv, counted).await
+        Ok(self.note(counted))
     }
 
-    async fn swap(&mut self, cas: Resource<Cas>, value: Vec<u8>) -> wasmtime::Result<Result<(), atomics::CasError>> {
+    fn swap(&mut self, cas: Resource<Cas>, value: Vec<u8>) -> wasmtime::Result<Result<(), atomics::CasError>> {
         let Cas { label, key, seen } = self.table.delete(cas)?;
         let outcome = match self.ctx.kv.swap(&label, &key, seen.unwrap_or(0), value) {
             Ok(outcome) => outcome,
             Err(e) => return Ok(Err(atomics::CasError::StoreError(store::Error::Other(e.0)))),
         };
         match outcome {
-            Ok(ticket) => match self.ctx.kv.wait(ticket).await {
-                Ok(()) => Ok(Ok(())),
-                Err(e) => Ok(Err(atomics::CasError::StoreError(store::Error::Other(e.0)))),
-            },
+            Ok(ticket) => {
+                self.note(((), ticket));
+                Ok(Ok(()))
+            }
             // As Spin does, hand back a fresh handle that has read the current value.
             Err(failed) => {
                 let fresh = self.table.push(Cas { label, key, seen: Some(failed.current_seq) })?;
@@ -223,17 +231,17 @@ impl atomics::Host for KvView<'_> {
 }
 
 impl batch::Host for KvView<'_> {
-    async fn get_many(
+    fn get_many(
         &mut self,
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> Result<Vec<(String, Option<Vec<u8>>)>, StoreFault> {
         let label = self.bucket(&bucket)?;
         let read = self.ctx.kv.get_many(&label, &keys)?;
-        durable(&self.ctx.kv, read).await
+        Ok(self.note(read))
     }
 
-    async fn set_many(
+    fn set_many(
         &mut self,
         bucket: Resource<Bucket>,
         key_values: Vec<(String, Vec<u8>)>,
@@ -243,16 +251,16 @@ impl batch::Host for KvView<'_> {
         for (key, value) in key_values {
             last = last.max(self.ctx.kv.set(&label, &key, value)?);
         }
-        durable(&self.ctx.kv, ((), last)).await
+        Ok(self.note(((), last)))
     }
 
-    async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Result<(), StoreFault> {
+    fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Result<(), StoreFault> {
         let label = self.bucket(&bucket)?;
         let mut last = Ticket(0);
         for key in keys {
             last = last.max(self.ctx.kv.delete(&label, &key)?);
         }
-        durable(&self.ctx.kv, ((), last)).await
+        Ok(self.note(((), last)))
     }
 }
 
