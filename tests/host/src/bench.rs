@@ -30,6 +30,10 @@ pub struct Options {
     pub quick: bool,
     pub strategies: Vec<String>,
     pub chart: Option<PathBuf>,
+    /// Requests one instance may serve at once (`spin up`'s flag of the same name).
+    pub max_instance_concurrent_reuse_count: usize,
+    /// Store backends to measure: "memory", "sqlite".
+    pub stores: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +68,7 @@ struct Hot {
 #[derive(Debug, Clone)]
 struct Many {
     packets: usize,
+    grabs_per_s: f64,
     opens_per_s: f64,
     p50: Duration,
     p99: Duration,
@@ -98,7 +103,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn start(manifest: &Path, backend: Backend, strategy: &str, state: &Path) -> Result<Running> {
+async fn start(manifest: &Path, backend: Backend, strategy: &str, state: &Path, concurrency: usize) -> Result<Running> {
     let store = match backend {
         Backend::Memory => StoreChoice::Memory,
         Backend::Durable => {
@@ -116,7 +121,8 @@ async fn start(manifest: &Path, backend: Backend, strategy: &str, state: &Path) 
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    let app = App::load_with(manifest, store, ServeOptions::default(), |k| vars.get(k).cloned())?;
+    let options = ServeOptions { max_instance_concurrent_reuse_count: concurrency, ..ServeOptions::default() };
+    let app = App::load_with(manifest, store, options, |k| vars.get(k).cloned())?;
     serve(app, "127.0.0.1:0".parse()?).await
 }
 
@@ -249,6 +255,8 @@ async fn hot(running: &Running, shares: u32, clients: usize) -> Result<Hot> {
     let kv = &running.app().kv;
     let before = kv.stats();
     let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
+    // A client is a connection opening as one new user after another until
+    // the packet is empty: `clients` is the number of requests in flight.
     let tasks: Vec<_> = (0..clients)
         .map(|i| {
             let (id, barrier) = (Arc::clone(&id), Arc::clone(&barrier));
@@ -257,9 +265,22 @@ async fn hot(running: &Running, shares: u32, clients: usize) -> Result<Hot> {
                 // Connect before the start, so the race is on the packet, not on accept.
                 client.get("/healthz", &[]).await?;
                 barrier.wait().await;
-                let user = format!("h{i:04}");
-                let result = grab_and_open(&mut client, &id, &user).await?;
-                Ok::<_, anyhow::Error>((user, result, Instant::now()))
+                let (mut claims, mut latencies, mut busy, mut requests, mut last_claim) = (Vec::new(), Vec::new(), 0, 0, None);
+                for n in 0.. {
+                    let user = format!("h{i:04}x{n}");
+                    let (claim, opens, b, r) = grab_and_open(&mut client, &id, &user).await?;
+                    latencies.extend(opens);
+                    busy += b;
+                    requests += r;
+                    match claim {
+                        Some(claim) => {
+                            claims.push((user, claim));
+                            last_claim = Some(Instant::now());
+                        }
+                        None => break,
+                    }
+                }
+                Ok::<_, anyhow::Error>((claims, latencies, busy, requests, last_claim))
             })
         })
         .collect();
@@ -267,14 +288,12 @@ async fn hot(running: &Running, shares: u32, clients: usize) -> Result<Hot> {
     let started = Instant::now();
     let (mut told, mut latencies, mut busy, mut requests, mut emptied) = (HashMap::new(), Vec::new(), 0, 0, started);
     for t in tasks {
-        let (user, (claim, opens, b, r), finished) = t.await??;
+        let (claims, opens, b, r, last_claim) = t.await??;
         latencies.extend(opens);
         busy += b;
         requests += r;
-        if let Some(claim) = claim {
-            emptied = emptied.max(finished);
-            told.insert(user, claim);
-        }
+        emptied = emptied.max(last_claim.unwrap_or(started));
+        told.extend(claims);
     }
     let after = kv.stats();
     check_packet(addr, &id, total, shares, &told).await?;
@@ -316,40 +335,37 @@ async fn many(running: &Running, packets: usize, connections: usize) -> Result<M
         ids.extend(t.await??);
     }
     let ids = Arc::new(ids);
-    progress(format!("  many packets: {} grab+open by distinct users", packets * SHARES as usize));
-    // Jobs interleave packets, so concurrent clients mostly hit different packets.
+    // Two phases, so each rate is one kind of request: every distinct user
+    // grabs (a ticket each), then every one of them opens.
     let jobs = packets * SHARES as usize;
-    let next = Arc::new(AtomicUsize::new(0));
+    progress(format!("  many packets: {jobs} grabs, then {jobs} opens, by distinct users"));
+    let grab_started = Instant::now();
+    let tickets = Arc::new(run_jobs(addr, connections, jobs, {
+        let ids = Arc::clone(&ids);
+        move |job| {
+            let id = ids[job % ids.len()].clone();
+            (format!("/v1/packets/{id}/grab"), bearer(&format!("m{job}")), String::new())
+        }
+    })
+    .await?);
+    let grabs_per_s = jobs as f64 / grab_started.elapsed().as_secs_f64();
     let before = running.app().kv.stats();
     let started = Instant::now();
-    let workers: Vec<_> = (0..connections)
-        .map(|_| {
-            let (next, ids) = (Arc::clone(&next), Arc::clone(&ids));
-            tokio::spawn(async move {
-                let mut client = Client::new(addr);
-                let (mut latencies, mut claims) = (Vec::new(), Vec::new());
-                loop {
-                    let job = next.fetch_add(1, Ordering::Relaxed);
-                    if job >= jobs {
-                        return Ok::<_, anyhow::Error>((latencies, claims));
-                    }
-                    let (packet, user) = (job % ids.len(), format!("m{job}"));
-                    let (claim, opens, _, _) = grab_and_open(&mut client, &ids[packet], &user).await?;
-                    latencies.extend(opens);
-                    claims.push((packet, user, claim.context("a share for every user")?));
-                }
-            })
-        })
-        .collect();
-    let (mut latencies, mut told) = (Vec::new(), vec![HashMap::new(); ids.len()]);
-    for w in workers {
-        let (l, claims) = w.await??;
-        latencies.extend(l);
-        for (packet, user, claim) in claims {
-            told[packet].insert(user, claim);
+    let opened = run_jobs(addr, connections, jobs, {
+        let (ids, tickets) = (Arc::clone(&ids), Arc::clone(&tickets));
+        move |job| {
+            let id = ids[job % ids.len()].clone();
+            let ticket = tickets[job].1["ticket"].as_str().unwrap_or_default().to_owned();
+            (format!("/v1/packets/{id}/open"), bearer(&format!("m{job}")), json!({ "ticket": ticket }).to_string())
         }
-    }
+    })
+    .await?;
     let elapsed = started.elapsed();
+    let mut latencies: Vec<Duration> = opened.iter().map(|(took, _)| *took).collect();
+    let mut told = vec![HashMap::new(); ids.len()];
+    for (job, (_, reply)) in opened.iter().enumerate() {
+        told[job % ids.len()].insert(format!("m{job}"), reply["claim"].clone());
+    }
     let after = running.app().kv.stats();
     for (i, id) in ids.iter().enumerate().step_by((ids.len() / 200).max(1)) {
         check_packet(addr, id, 1_000, SHARES, &told[i]).await?;
@@ -357,12 +373,52 @@ async fn many(running: &Running, packets: usize, connections: usize) -> Result<M
     latencies.sort_unstable();
     Ok(Many {
         packets,
+        grabs_per_s,
         opens_per_s: jobs as f64 / elapsed.as_secs_f64(),
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),
         calls_per_open: (after.calls - before.calls) as f64 / jobs as f64,
         cas_per_open: (after.swaps - before.swaps) as f64 / jobs as f64,
     })
+}
+
+/// Runs `jobs` POSTs over `connections` connections, job i built by `make(i)`
+/// (path, authorization, body); every answer must be 200. Returns, per job,
+/// its latency and its JSON answer.
+async fn run_jobs(
+    addr: SocketAddr,
+    connections: usize,
+    jobs: usize,
+    make: impl Fn(usize) -> (String, String, String) + Send + Sync + 'static,
+) -> Result<Vec<(Duration, Value)>> {
+    let (next, make) = (Arc::new(AtomicUsize::new(0)), Arc::new(make));
+    let workers: Vec<_> = (0..connections)
+        .map(|_| {
+            let (next, make) = (Arc::clone(&next), Arc::clone(&make));
+            tokio::spawn(async move {
+                let mut client = Client::new(addr);
+                let mut done = Vec::new();
+                loop {
+                    let job = next.fetch_add(1, Ordering::Relaxed);
+                    if job >= jobs {
+                        return Ok::<_, anyhow::Error>(done);
+                    }
+                    let (path, auth, body) = make(job);
+                    let started = Instant::now();
+                    let reply = client.post(&path, &[("authorization", &auth)], body).await?;
+                    ensure!(reply.status == 200, "{path}: {} {}", reply.status, String::from_utf8_lossy(&reply.body));
+                    done.push((job, started.elapsed(), reply.json()));
+                }
+            })
+        })
+        .collect();
+    let mut results = vec![(Duration::ZERO, Value::Null); jobs];
+    for w in workers {
+        for (job, took, reply) in w.await?? {
+            results[job] = (took, reply);
+        }
+    }
+    Ok(results)
 }
 
 /// Settles everything and reconciles today's packets: no mismatch, and
@@ -380,6 +436,43 @@ async fn check_books(addr: SocketAddr) -> Result<Value> {
         bail!("INVARIANT VIOLATION in reconciliation: {report}");
     }
     Ok(report)
+}
+
+/// Round trip of one request at a time (no queueing): /healthz, grab, open,
+/// each the mean over `n` requests on one connection.
+async fn service_times(addr: SocketAddr, n: usize) -> Result<Vec<(&'static str, Duration)>> {
+    let mut client = Client::new(addr);
+    let ids = {
+        let mut ids = Vec::new();
+        for _ in 0..n.div_ceil(100) {
+            ids.push(paid_packet(&mut client, 100 * 100, 100).await?);
+        }
+        ids
+    };
+    let mut timed = Vec::new();
+    let started = Instant::now();
+    for _ in 0..n {
+        client.get("/healthz", &[]).await?;
+    }
+    timed.push(("/healthz", started.elapsed() / n as u32));
+    let mut tickets = Vec::with_capacity(n);
+    let started = Instant::now();
+    for i in 0..n {
+        let reply =
+            client.post(&format!("/v1/packets/{}/grab", ids[i / 100]), &[("authorization", &bearer(&format!("s{i}")))], "").await?;
+        ensure!(reply.status == 200, "grab: {}", reply.status);
+        tickets.push(reply.json()["ticket"].as_str().unwrap_or_default().to_owned());
+    }
+    timed.push(("grab", started.elapsed() / n as u32));
+    let started = Instant::now();
+    for (i, ticket) in tickets.iter().enumerate() {
+        let body = json!({ "ticket": ticket }).to_string();
+        let reply =
+            client.post(&format!("/v1/packets/{}/open", ids[i / 100]), &[("authorization", &bearer(&format!("s{i}")))], body).await?;
+        ensure!(reply.status == 200, "open: {}", reply.status);
+    }
+    timed.push(("open", started.elapsed() / n as u32));
+    Ok(timed)
 }
 
 fn machine() -> String {
@@ -405,7 +498,7 @@ pub async fn run(options: &Options) -> Result<()> {
     progress(format!("machine: {}", machine()));
 
     // Per request: instantiation cost and sizes (from the first app loaded).
-    let first = start(&manifest, Backend::Memory, &options.strategies[0], &state).await?;
+    let first = start(&manifest, Backend::Memory, &options.strategies[0], &state, options.max_instance_concurrent_reuse_count).await?;
     let mut instantiate = Vec::new();
     for component in ["healthz", "open"] {
         let mut total = Duration::ZERO;
@@ -415,13 +508,19 @@ pub async fn run(options: &Options) -> Result<()> {
         instantiate.push((component, total / 200));
     }
     let sizes = first.app().component_sizes.clone();
+    let service_times = service_times(first.addr(), if options.quick { 500 } else { 3000 }).await?;
     first.shutdown().await?;
 
     let mut runs = Vec::new();
-    for backend in [Backend::Memory, Backend::Durable] {
+    let backends: Vec<Backend> = [Backend::Memory, Backend::Durable]
+        .into_iter()
+        .filter(|b| options.stores.iter().any(|s| s == b.name()))
+        .collect();
+    ensure!(!backends.is_empty(), "--stores names none of: memory, sqlite");
+    for backend in backends {
         for strategy in &options.strategies {
             progress(format!("{} store, {strategy} strategy", backend.name()));
-            let running = start(&manifest, backend, strategy, &state).await?;
+            let running = start(&manifest, backend, strategy, &state, options.max_instance_concurrent_reuse_count).await?;
             let addr = running.addr();
             let mut ceilings = Vec::new();
             for &clients in &client_counts {
@@ -431,6 +530,11 @@ pub async fn run(options: &Options) -> Result<()> {
             }
             let many = many(&running, packets, 64).await?;
             progress(format!("  many packets: {:.0} opens/s", many.opens_per_s));
+            for (component, n, mean) in running.timings() {
+                if n > 0 && std::env::var_os("HONGBAO_BENCH_TIMINGS").is_some() {
+                    progress(format!("  after many packets, host time per request, {component}: {:.0} µs over {n}", mean.as_secs_f64() * 1e6));
+                }
+            }
             let mut hots = Vec::new();
             for &s in &shares {
                 for &clients in &client_counts {
@@ -445,6 +549,11 @@ pub async fn run(options: &Options) -> Result<()> {
                     hots.push(h);
                 }
             }
+            for (component, n, mean) in running.timings() {
+                if n > 0 {
+                    progress(format!("  host time per request, {component}: {:.0} µs over {n}", mean.as_secs_f64() * 1e6));
+                }
+            }
             let books = check_books(addr).await?;
             progress(format!(
                 "  books balance: {} packets, {} fen claimed, no mismatch",
@@ -455,7 +564,7 @@ pub async fn run(options: &Options) -> Result<()> {
         }
     }
     let _ = std::fs::remove_dir_all(&state);
-    print_report(&runs, &instantiate, &sizes, packets);
+    print_report(&runs, &instantiate, &service_times, &sizes, packets);
     if let Some(path) = &options.chart {
         chart(&runs, &client_counts, path)?;
         progress(format!("chart written to {}", path.display()));
@@ -463,7 +572,13 @@ pub async fn run(options: &Options) -> Result<()> {
     Ok(())
 }
 
-fn print_report(runs: &[Run], instantiate: &[(&str, Duration)], sizes: &[(String, u64)], packets: usize) {
+fn print_report(
+    runs: &[Run],
+    instantiate: &[(&str, Duration)],
+    service_times: &[(&str, Duration)],
+    sizes: &[(String, u64)],
+    packets: usize,
+) {
     println!("machine: {}\n", machine());
     println!(
         "| store | strategy | /healthz ceiling (64 clients) | many packets: opens/s | ratio to ceiling (target ≥ 50%) | p50 ms | p99 ms | store calls/open | CAS/open |"
@@ -472,10 +587,11 @@ fn print_report(runs: &[Run], instantiate: &[(&str, Duration)], sizes: &[(String
     for r in runs {
         let ceiling = r.ceiling.iter().find(|(c, _)| *c == 64).map_or(0.0, |(_, v)| *v);
         println!(
-            "| {} | {} | {:.0} req/s | {:.0} ({} packets × 10) | {:.0}% | {} | {} | {:.1} | {:.2} |",
+            "| {} | {} | {:.0} req/s | {:.0} | {:.0} ({} packets × 10) | {:.0}% | {} | {} | {:.1} | {:.2} |",
             r.backend.name(),
             r.strategy,
             ceiling,
+            r.many.grabs_per_s,
             r.many.opens_per_s,
             r.many.packets,
             100.0 * r.many.opens_per_s / ceiling,
@@ -514,6 +630,9 @@ fn print_report(runs: &[Run], instantiate: &[(&str, Duration)], sizes: &[(String
     println!("|---|---|");
     for (component, took) in instantiate {
         println!("| instantiate {component} | {:.0} µs |", took.as_secs_f64() * 1e6);
+    }
+    for (what, took) in service_times {
+        println!("| round trip of one {what}, one client, memory store | {:.0} µs |", took.as_secs_f64() * 1e6);
     }
     for (component, bytes) in sizes {
         println!("| size of {component} | {:.0} KiB |", *bytes as f64 / 1024.0);

@@ -47,6 +47,11 @@ enum Command {
         /// Build the components first.
         #[arg(long)]
         build: bool,
+        #[arg(long, default_value_t = 1)]
+        max_instance_concurrent_reuse_count: usize,
+        /// Store backends to measure.
+        #[arg(long, value_delimiter = ',', default_value = "memory,sqlite")]
+        stores: Vec<String>,
     },
 }
 
@@ -75,6 +80,9 @@ struct UpArgs {
     idle_instance_timeout: f64,
 }
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn secret(name: &str) -> Result<String> {
     std::env::var(format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()))
         .with_context(|| format!("set SPIN_VARIABLE_{} (the application variable {name})", name.to_ascii_uppercase()))
@@ -96,12 +104,19 @@ fn main() -> Result<()> {
             println!("{}", hongbao::auth::sign_payment(&secret("payment_secret")?, body.as_bytes()));
             Ok(())
         }
-        Command::Bench { quick, strategies, chart, build } => {
+        Command::Bench { quick, strategies, chart, build, max_instance_concurrent_reuse_count, stores } => {
             if build {
                 build::build_all(&Manifest::load(&cli.manifest)?, false)?;
             }
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let options = hongbao_host::bench::Options { manifest: cli.manifest, quick, strategies, chart };
+            let options = hongbao_host::bench::Options {
+                manifest: cli.manifest,
+                quick,
+                strategies,
+                chart,
+                max_instance_concurrent_reuse_count,
+                stores,
+            };
             runtime.block_on(hongbao_host::bench::run(&options))
         }
         Command::Up(args) => {
