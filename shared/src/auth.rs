@@ -160,6 +160,19 @@ pub fn base64url_encode(bytes: &[u8]) -> String {
     out
 }
 
+const INVALID: u8 = 0xff;
+
+/// Byte → 6-bit value, `INVALID` outside the alphabet (built from `B64`).
+const B64_DECODE: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut i = 0;
+    while i < 64 {
+        table[B64[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+
 /// Unpadded base64url (trailing `=` tolerated); `None` if malformed.
 pub fn base64url_decode(text: &str) -> Option<Vec<u8>> {
     let text = text.trim_end_matches('=');
@@ -170,8 +183,11 @@ pub fn base64url_decode(text: &str) -> Option<Vec<u8>> {
     for chunk in text.as_bytes().chunks(4) {
         let mut n = 0u32;
         for (i, &c) in chunk.iter().enumerate() {
-            let v = B64.iter().position(|&b| b == c)? as u32;
-            n |= v << (18 - 6 * i);
+            let v = B64_DECODE[usize::from(c)];
+            if v == INVALID {
+                return None;
+            }
+            n |= u32::from(v) << (18 - 6 * i);
         }
         out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
     }

@@ -11,6 +11,25 @@ impl KvStore {
     pub fn open(label: &str) -> Result<KvStore, StoreError> {
         store::open(label).map(|bucket| KvStore { bucket }).map_err(error)
     }
+
+    /// The bucket, opened once per instance and kept for the requests the
+    /// instance serves after (its handle lives in the instance's resource
+    /// table, which lasts as long as the instance).
+    pub fn shared(label: &str) -> Result<std::rc::Rc<KvStore>, StoreError> {
+        thread_local! {
+            static OPEN: std::cell::RefCell<Option<(String, std::rc::Rc<KvStore>)>> = const { std::cell::RefCell::new(None) };
+        }
+        OPEN.with(|open| {
+            let mut open = open.borrow_mut();
+            if let Some((opened, store)) = open.as_ref().filter(|(opened, _)| opened == label) {
+                let _ = opened;
+                return Ok(std::rc::Rc::clone(store));
+            }
+            let store = std::rc::Rc::new(KvStore::open(label)?);
+            *open = Some((label.to_owned(), std::rc::Rc::clone(&store)));
+            Ok(store)
+        })
+    }
 }
 
 fn error(e: store::Error) -> StoreError {

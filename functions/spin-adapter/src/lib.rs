@@ -58,17 +58,20 @@ pub async fn serve<const ENDPOINTS: u32>(request: Request) -> Result<Response, E
         Some((path, query)) => (path, Some(query)),
         None => (target.as_str(), None),
     };
-    let headers = request.get_headers();
-    let header = |name: &str| headers.get(name).into_iter().next().and_then(|v| String::from_utf8(v).ok());
+    // One host call for all headers, rather than one per lookup.
+    let headers = request.get_headers().copy_all();
+    let header = |name: &str| {
+        headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).and_then(|(_, v)| String::from_utf8(v.clone()).ok())
+    };
     let body = match body::read_limited(request, &header).await {
         Ok(bytes) => bytes,
         Err(e) => return respond(hongbao::http::Response::error(&e)).await,
     };
     let request = hongbao::http::Request { method: &method, path, query, header: &header, body: &body };
-    let response = match kv::KvStore::open(STORE_LABEL) {
+    let response = match kv::KvStore::shared(STORE_LABEL) {
         Ok(store) => {
             let config = load_config();
-            hongbao::http::serve::<ENDPOINTS, _>(&store, config.as_ref().map_err(Clone::clone), system_env(), &request)
+            hongbao::http::serve::<ENDPOINTS, _>(&*store, config.as_ref().map_err(Clone::clone), system_env(), &request)
         }
         Err(e) => hongbao::http::Response::error(&Error::from(e)),
     };
@@ -94,11 +97,18 @@ fn method_name(method: Method) -> String {
     }
 }
 
-/// All variables of this component in one host call.
+/// All variables of this component, read once per instance: an instance is
+/// reused for many requests (Spin 4, WASI 0.3), and application variables do
+/// not change while the app runs. A failed read is not kept, so it is retried.
 fn load_config() -> Result<Config, Error> {
+    static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+    if let Some(config) = CONFIG.get() {
+        return Ok(config.clone());
+    }
     let pairs = spin_sdk::experimental::wasi::config::store::get_all()
         .map_err(|e| Error::Internal(format!("reading variables: {e:?}")))?;
-    Config::load(|name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    let config = Config::load(|name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))?;
+    Ok(CONFIG.get_or_init(|| config).clone())
 }
 
 /// The request's clock, the host's CSPRNG (`wasi:random`, one call per

@@ -19,7 +19,7 @@
 //! 6. the received record (as for every open).
 
 use super::Service;
-use super::packet::decode_existing;
+use super::packet::{decode_existing, Taken};
 use crate::error::Error;
 use crate::id::PacketId;
 use crate::keys;
@@ -89,13 +89,7 @@ impl<S: Store> Service<'_, S> {
         }
     }
 
-    /// (claim, remaining shares, sender).
-    pub(super) fn cursor_open(
-        &mut self,
-        id: &PacketId,
-        packet: &Packet,
-        user: &str,
-    ) -> Result<(Claim, u32, String), Error> {
+    pub(super) fn cursor_open(&mut self, id: &PacketId, packet: &Packet, user: &str) -> Result<Taken, Error> {
         let now = self.env.now;
         if self.store.increment(&keys::open_marker(id, user), 1)? > 1 {
             return self.replay(id, packet, user);
@@ -108,22 +102,23 @@ impl<S: Store> Service<'_, S> {
             return Err(Error::Exhausted);
         }
         let k = k as u32;
-        let claim = update(self.store, &mut self.env, &keys::share(id, k), |current, _| {
+        let (claim, fresh) = update(self.store, &mut self.env, &keys::share(id, k), |current, _| {
             let share = Share::decode(current.ok_or_else(|| Error::Internal(format!("share {k} missing")))?)
                 .map_err(Error::Internal)?;
             Ok(match state::claim_share(&share, user, now)? {
-                ShareClaimed::New { share, claim } => Step::Write(share.encode(), claim),
-                ShareClaimed::Already(claim) => Step::Done(claim),
+                ShareClaimed::New { share, claim } => Step::Write(share.encode(), (claim, true)),
+                ShareClaimed::Already(claim) => Step::Done((claim, false)),
             })
         })?;
         self.store.set(&keys::share_of(id, user), k.to_string().as_bytes())?;
-        Ok((claim, packet.count - k, packet.sender.clone()))
+        Ok(Taken { claim, remaining_count: packet.count - k, sender: packet.sender.clone(), fresh })
     }
 
     /// A second open by the same user: answer the claim if there is one.
-    fn replay(&mut self, id: &PacketId, packet: &Packet, user: &str) -> Result<(Claim, u32, String), Error> {
+    fn replay(&mut self, id: &PacketId, packet: &Packet, user: &str) -> Result<Taken, Error> {
+        let taken = |claim, remaining_count| Taken { claim, remaining_count, sender: packet.sender.clone(), fresh: false };
         match self.mapped(id, user)? {
-            Some(Some(claim)) => return Ok((claim, self.untaken(id, packet)?, packet.sender.clone())),
+            Some(Some(claim)) => return Ok(taken(claim, self.untaken(id, packet)?)),
             Some(None) => return Err(Error::Exhausted),
             None => {}
         }
@@ -131,7 +126,7 @@ impl<S: Store> Service<'_, S> {
         let shares = self.shares(id, packet.count)?;
         if let Some(claim) = shares.iter().filter_map(Share::claim).find(|c| c.user == user) {
             self.store.set(&keys::share_of(id, user), claim.seq.to_string().as_bytes())?;
-            return Ok((claim, self.untaken(id, packet)?, packet.sender.clone()));
+            return Ok(taken(claim, self.untaken(id, packet)?));
         }
         check_open(packet, self.env.now)?;
         if shares.iter().all(|s| s.state != ShareState::Free) {

@@ -163,7 +163,7 @@ impl<S: Store> Service<'_, S> {
         // The packet's own strategy decides. Most packets were wrapped under
         // the current configuration: a CAS open reads the record inside its
         // loop (and hands a cursor packet over), a cursor open reads it first.
-        let (claim, remaining_count, sender) = if self.config.open_strategy == Strategy::Cursor {
+        let taken = if self.config.open_strategy == Strategy::Cursor {
             let packet = self.load(id)?;
             match packet.strategy {
                 Strategy::Cursor => self.cursor_open(id, &packet, user)?,
@@ -172,18 +172,19 @@ impl<S: Store> Service<'_, S> {
         } else {
             self.cas_open(id, user)?
         };
+        let Taken { claim, remaining_count, sender, fresh } = taken;
         let item = ReceivedItem {
             packet_id: id.to_string(),
             sender,
             amount_fen: claim.amount_fen,
             claimed_at: claim.claimed_at,
         };
-        self.record_received(user, &item)?;
+        self.record_received(user, &item, fresh)?;
         Ok(OpenView { claim: claim.view(), remaining_count })
     }
 
-    /// Open by compare-and-set of the packet record: (claim, remaining shares, sender).
-    fn cas_open(&mut self, id: &PacketId, user: &str) -> Result<(Claim, u32, String), Error> {
+    /// Open by compare-and-set of the packet record.
+    fn cas_open(&mut self, id: &PacketId, user: &str) -> Result<Taken, Error> {
         let now = self.env.now;
         let outcome = update(self.store, &mut self.env, &keys::packet(id), |current, env| {
             let p = decode_existing(current)?;
@@ -191,10 +192,13 @@ impl<S: Store> Service<'_, S> {
                 return Ok(Step::Done(None));
             }
             Ok(match state::open(&p, user, now, env.entropy.as_mut())? {
-                Opened::New { packet, claim } => {
-                    Step::Write(packet.encode(), Some((claim, packet.remaining_count, packet.sender.clone())))
+                Opened::New { packet, claim } => Step::Write(
+                    packet.encode(),
+                    Some(Taken { claim, remaining_count: packet.remaining_count, sender: packet.sender.clone(), fresh: true }),
+                ),
+                Opened::Already(claim) => {
+                    Step::Done(Some(Taken { claim, remaining_count: p.remaining_count, sender: p.sender, fresh: false }))
                 }
-                Opened::Already(claim) => Step::Done(Some((claim, p.remaining_count, p.sender))),
             })
         });
         let outcome = match outcome {
@@ -212,7 +216,9 @@ impl<S: Store> Service<'_, S> {
             Err(Error::Busy { retry_after_seconds }) => {
                 let p = self.load(id)?;
                 match p.claim_of(user) {
-                    Some(claim) => Ok((claim.clone(), p.remaining_count, p.sender.clone())),
+                    Some(claim) => {
+                        Ok(Taken { claim: claim.clone(), remaining_count: p.remaining_count, sender: p.sender.clone(), fresh: false })
+                    }
                     None => Err(Error::Busy { retry_after_seconds }),
                 }
             }
@@ -226,12 +232,27 @@ impl<S: Store> Service<'_, S> {
         Ok(self.current(id, packet)?.view(self.env.now))
     }
 
-    /// Appends a claim to its receiver's received list (idempotent).
-    pub(super) fn record_received(&self, user: &str, item: &ReceivedItem) -> Result<(), Error> {
+    /// Appends a claim to its receiver's received list (idempotent). `fresh`:
+    /// the claim was made by this very request, so it cannot be listed yet.
+    pub(super) fn record_received(&self, user: &str, item: &ReceivedItem, fresh: bool) -> Result<(), Error> {
         let list = keys::received(user, item.claimed_at.day());
-        lists::append_once(self.store, &list, &item.packet_id, &serde_json::to_vec(item).expect("serialises"))?;
+        let bytes = serde_json::to_vec(item).expect("serialises");
+        if fresh {
+            lists::append_new(self.store, &list, &item.packet_id, &bytes)?;
+        } else {
+            lists::append_once(self.store, &list, &item.packet_id, &bytes)?;
+        }
         Ok(())
     }
+}
+
+/// A share taken by an open: the claim, the shares left, the sender, and
+/// whether this very request made the claim (a replay did not).
+pub(super) struct Taken {
+    pub claim: Claim,
+    pub remaining_count: u32,
+    pub sender: String,
+    pub fresh: bool,
 }
 
 /// The packet record in a CAS round, or `not_found`.

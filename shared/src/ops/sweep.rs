@@ -160,7 +160,7 @@ impl<S: Store> Service<'_, S> {
                 amount_fen: claim.amount_fen,
                 claimed_at: claim.claimed_at,
             };
-            self.record_received(&claim.user, &item)?;
+            self.record_received(&claim.user, &item, false)?;
             self.credit(
                 &claim.user,
                 &p.claim_credit(claim),

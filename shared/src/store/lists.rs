@@ -31,6 +31,13 @@ pub fn append_once<S: Store + ?Sized>(store: &S, list: &List, name: &str, item: 
     Ok(true)
 }
 
+/// Appends `item` under `name` when the caller knows it is not there yet
+/// (it was created just now): `append_once` without the marker read.
+pub fn append_new<S: Store + ?Sized>(store: &S, list: &List, name: &str, item: &[u8]) -> Result<(), StoreError> {
+    append(store, list, item)?;
+    store.set(&list.marker(name), item)
+}
+
 /// The item stored under `name`, if it was appended with `append_once`.
 pub fn find<S: Store + ?Sized>(store: &S, list: &List, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
     store.get(&list.marker(name))
