@@ -1,6 +1,7 @@
 //! A small line chart rendered to PNG (for BENCHMARKS.md): x is a few named
-//! points, y is linear from 0, one coloured line per series, labels in an
-//! 8x8 bitmap font. No plotting library: this is all the bench needs.
+//! points, y is logarithmic (a ceiling of 30,000/s and a hot packet's few
+//! hundred opens/s must both be readable), one coloured line per series,
+//! labels in an 8x8 bitmap font. No plotting library: this is all the bench needs.
 
 use anyhow::Result;
 use font8x8::UnicodeFonts;
@@ -95,9 +96,12 @@ impl Canvas {
     }
 }
 
-fn nice_ceiling(max: f64) -> f64 {
-    let magnitude = 10f64.powf(max.max(1.0).log10().floor());
-    [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * magnitude).find(|v| *v >= max).unwrap_or(10.0 * magnitude)
+/// Whole decades that hold every value: (10^low, 10^high).
+fn decades(values: impl Iterator<Item = f64>) -> (i32, i32) {
+    let (min, max) = values.filter(|v| *v > 0.0).fold((f64::MAX, 1.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let low = min.min(max).log10().floor() as i32;
+    let high = (max.log10().ceil() as i32).max(low + 1);
+    (low, high)
 }
 
 impl Chart {
@@ -108,15 +112,24 @@ impl Chart {
         let (plot_w, plot_h) = (width as i64 - left - right, height as i64 - top - bottom);
         let grey = [200, 200, 200];
         let black = [0, 0, 0];
-        let y_max = nice_ceiling(self.series.iter().flat_map(|s| s.values.iter().copied()).fold(0.0, f64::max) * 1.05);
+        let (low, high) = decades(self.series.iter().flat_map(|s| s.values.iter().copied()));
+        let y_of = |v: f64| {
+            let fraction = (v.max(10f64.powi(low)).log10() - f64::from(low)) / f64::from(high - low);
+            top + plot_h - (fraction * plot_h as f64).round() as i64
+        };
         c.text(left, 20, &self.title, 2, black);
-        // Horizontal grid and y labels.
-        for i in 0..=5 {
-            let y = top + plot_h - plot_h * i / 5;
-            c.line((left, y), (left + plot_w, y), 1, grey, false);
-            let label = format!("{:.0}", y_max * i as f64 / 5.0);
-            c.text(left - 10 - 8 * label.len() as i64, y - 4, &label, 1, black);
+        // Horizontal grid at 1, 2 and 5 of every decade; labels on each.
+        for decade in low..high {
+            for m in [1.0, 2.0, 5.0] {
+                let v = m * 10f64.powi(decade);
+                let y = y_of(v);
+                c.line((left, y), (left + plot_w, y), 1, if m == 1.0 { [150, 150, 150] } else { grey }, false);
+                let label = format!("{v:.0}");
+                c.text(left - 10 - 8 * label.len() as i64, y - 4, &label, 1, black);
+            }
         }
+        let label = format!("{:.0}", 10f64.powi(high));
+        c.text(left - 10 - 8 * label.len() as i64, y_of(10f64.powi(high)) - 4, &label, 1, black);
         c.text(10, top - 20, &self.y_label, 1, black);
         // X ticks, evenly spaced.
         let n = self.x_ticks.len().max(2) as i64;
@@ -131,7 +144,7 @@ impl Chart {
         c.line((left, top), (left, top + plot_h), 2, black, false);
         // Series and legend.
         for (k, s) in self.series.iter().enumerate() {
-            let point = |i: usize| (x_at(i), top + plot_h - (s.values[i] / y_max * plot_h as f64).round() as i64);
+            let point = |i: usize| (x_at(i), y_of(s.values[i]));
             for i in 1..s.values.len() {
                 c.line(point(i - 1), point(i), 3, s.color, s.dashed);
             }
