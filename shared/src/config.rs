@@ -33,13 +33,13 @@ pub const VARIABLES: &[Variable] = &[
     },
     Variable {
         name: "admission_limit",
-        default: Some("1000"),
+        default: Some("5000"),
         secret: false,
         meaning: "grab+open requests admitted per packet per second before 429 busy",
     },
     Variable {
         name: "open_strategy",
-        default: Some("cas"),
+        default: Some("cursor"),
         secret: false,
         meaning: "how new packets serialize opens: cas (compare-and-set of the packet) or cursor (pre-allocated shares)",
     },

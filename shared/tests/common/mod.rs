@@ -23,8 +23,12 @@ pub fn sleeping_env(now: Timestamp, seed: u64) -> Env {
     Env::new(now, Box::new(SplitMix64(seed)), std::thread::sleep)
 }
 
+/// The CAS open strategy (the default is cursor): tests of the cursor
+/// strategy set it themselves, so every test says which one it exercises.
 pub fn config() -> Config {
-    Config::for_tests()
+    let mut config = Config::for_tests();
+    config.open_strategy = hongbao::record::Strategy::Cas;
+    config
 }
 
 /// A service at `now`; each gets its own random stream (seeded, so runs repeat).

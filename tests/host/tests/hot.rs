@@ -14,10 +14,20 @@ const SHARES: u32 = 100;
 const TOTAL: u64 = 88_888;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn five_hundred_clients_one_packet() {
-    let state = TempDir::new("hot");
+async fn five_hundred_clients_one_packet_cas() {
+    five_hundred_clients_one_packet("cas").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_hundred_clients_one_packet_cursor() {
+    five_hundred_clients_one_packet("cursor").await;
+}
+
+async fn five_hundred_clients_one_packet(strategy: &str) {
+    let state = TempDir::new(&format!("hot-{strategy}"));
     // A low admission bound so the 429 path is really taken.
-    let host = HostProcess::start(&HostSpec::app().durable(&state.0).var("admission_limit", "150"));
+    let spec = HostSpec::app().durable(&state.0).var("admission_limit", "150").var("open_strategy", strategy);
+    let host = HostProcess::start(&spec);
     let mut api = Api::new(host.addr);
     let id = Arc::new(api.paid_packet("sender", "lucky", TOTAL, SHARES).await);
 
