@@ -96,12 +96,6 @@ fn one_claim_per_user_under_contention() {
     assert_exact_outcome(&store, &id, 100, 10_000, &results);
 }
 
-fn cursor_config() -> Config {
-    let mut config = config();
-    config.open_strategy = hongbao::record::Strategy::Cursor;
-    config
-}
-
 #[test]
 fn cursor_strategy_one_claim_per_user_under_contention() {
     let (store, config) = (MemoryStore::new(), cursor_config());

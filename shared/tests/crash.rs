@@ -198,9 +198,7 @@ fn audit(store: &MemoryStore, config: &Config, ids: &[PacketId], context: &str) 
 }
 
 fn configs() -> Vec<(&'static str, Config)> {
-    let mut cursor = config();
-    cursor.open_strategy = hongbao::record::Strategy::Cursor;
-    vec![("cas", config()), ("cursor", cursor)]
+    vec![("cas", config()), ("cursor", cursor_config())]
 }
 
 fn calls_of(scenario: &Scenario, config: &Config) -> u64 {

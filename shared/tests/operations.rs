@@ -131,9 +131,7 @@ fn a_packet_lives_its_whole_life() {
 #[test]
 fn a_cursor_packet_lives_its_whole_life() {
     let store = memory();
-    let mut config = config();
-    config.open_strategy = hongbao::record::Strategy::Cursor;
-    whole_life(&store, &config);
+    whole_life(&store, &cursor_config());
 }
 
 #[test]

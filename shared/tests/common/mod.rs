@@ -23,11 +23,20 @@ pub fn sleeping_env(now: Timestamp, seed: u64) -> Env {
     Env::new(now, Box::new(SplitMix64(seed)), std::thread::sleep)
 }
 
-/// The CAS open strategy (the default is cursor): tests of the cursor
-/// strategy set it themselves, so every test says which one it exercises.
+/// The test configuration with the CAS open strategy. Every test names the
+/// strategy it exercises (`config` or `cursor_config`), whatever the default.
 pub fn config() -> Config {
+    config_with(hongbao::record::Strategy::Cas)
+}
+
+/// The test configuration with the cursor open strategy.
+pub fn cursor_config() -> Config {
+    config_with(hongbao::record::Strategy::Cursor)
+}
+
+fn config_with(strategy: hongbao::record::Strategy) -> Config {
     let mut config = Config::for_tests();
-    config.open_strategy = hongbao::record::Strategy::Cas;
+    config.open_strategy = strategy;
     config
 }
 
