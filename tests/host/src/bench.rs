@@ -269,7 +269,8 @@ async fn hot(running: &Running, shares: u32, clients: usize) -> Result<Hot> {
                 // Connect before the start, so the race is on the packet, not on accept.
                 client.get("/healthz", &[]).await?;
                 barrier.wait().await;
-                let (mut claims, mut latencies, mut busy, mut requests, mut last_claim) = (Vec::new(), Vec::new(), 0, 0, None);
+                let (mut claims, mut latencies, mut busy, mut requests, mut last_claim) =
+                    (Vec::new(), Vec::new(), 0, 0, None);
                 for n in 0.. {
                     let user = format!("h{i:04}x{n}");
                     let (claim, opens, b, r) = grab_and_open(&mut client, &id, &user).await?;
@@ -344,14 +345,16 @@ async fn many(running: &Running, packets: usize, connections: usize) -> Result<M
     let jobs = packets * SHARES as usize;
     progress(format!("  many packets: {jobs} grabs, then {jobs} opens, by distinct users"));
     let grab_started = Instant::now();
-    let tickets = Arc::new(run_jobs(addr, connections, jobs, {
-        let ids = Arc::clone(&ids);
-        move |job| {
-            let id = ids[job % ids.len()].clone();
-            (format!("/v1/packets/{id}/grab"), bearer(&format!("m{job}")), String::new())
-        }
-    })
-    .await?);
+    let tickets = Arc::new(
+        run_jobs(addr, connections, jobs, {
+            let ids = Arc::clone(&ids);
+            move |job| {
+                let id = ids[job % ids.len()].clone();
+                (format!("/v1/packets/{id}/grab"), bearer(&format!("m{job}")), String::new())
+            }
+        })
+        .await?,
+    );
     let grabs_per_s = jobs as f64 / grab_started.elapsed().as_secs_f64();
     let before = running.app().kv.stats();
     let started = Instant::now();
@@ -462,8 +465,9 @@ async fn service_times(addr: SocketAddr, n: usize) -> Result<Vec<(&'static str, 
     let mut tickets = Vec::with_capacity(n);
     let started = Instant::now();
     for i in 0..n {
-        let reply =
-            client.post(&format!("/v1/packets/{}/grab", ids[i / 100]), &[("authorization", &bearer(&format!("s{i}")))], "").await?;
+        let reply = client
+            .post(&format!("/v1/packets/{}/grab", ids[i / 100]), &[("authorization", &bearer(&format!("s{i}")))], "")
+            .await?;
         ensure!(reply.status == 200, "grab: {}", reply.status);
         tickets.push(reply.json()["ticket"].as_str().unwrap_or_default().to_owned());
     }
@@ -471,8 +475,9 @@ async fn service_times(addr: SocketAddr, n: usize) -> Result<Vec<(&'static str, 
     let started = Instant::now();
     for (i, ticket) in tickets.iter().enumerate() {
         let body = json!({ "ticket": ticket }).to_string();
-        let reply =
-            client.post(&format!("/v1/packets/{}/open", ids[i / 100]), &[("authorization", &bearer(&format!("s{i}")))], body).await?;
+        let reply = client
+            .post(&format!("/v1/packets/{}/open", ids[i / 100]), &[("authorization", &bearer(&format!("s{i}")))], body)
+            .await?;
         ensure!(reply.status == 200, "open: {}", reply.status);
     }
     timed.push(("open", started.elapsed() / n as u32));
@@ -502,7 +507,9 @@ pub async fn run(options: &Options) -> Result<()> {
     progress(format!("machine: {}", machine()));
 
     // Per request: instantiation cost and sizes (from the first app loaded).
-    let first = start(&manifest, Backend::Memory, &options.strategies[0], &state, options.max_instance_concurrent_reuse_count).await?;
+    let first =
+        start(&manifest, Backend::Memory, &options.strategies[0], &state, options.max_instance_concurrent_reuse_count)
+            .await?;
     let mut instantiate = Vec::new();
     for component in ["healthz", "open"] {
         let mut total = Duration::ZERO;
@@ -524,7 +531,8 @@ pub async fn run(options: &Options) -> Result<()> {
     for backend in backends {
         for strategy in &options.strategies {
             progress(format!("{} store, {strategy} strategy", backend.name()));
-            let running = start(&manifest, backend, strategy, &state, options.max_instance_concurrent_reuse_count).await?;
+            let running =
+                start(&manifest, backend, strategy, &state, options.max_instance_concurrent_reuse_count).await?;
             let addr = running.addr();
             let mut ceilings = Vec::new();
             for &clients in &client_counts {
@@ -542,7 +550,10 @@ pub async fn run(options: &Options) -> Result<()> {
             ));
             for (component, n, mean) in running.timings() {
                 if n > 0 && std::env::var_os("HONGBAO_BENCH_TIMINGS").is_some() {
-                    progress(format!("  after many packets, host time per request, {component}: {:.0} µs over {n}", mean.as_secs_f64() * 1e6));
+                    progress(format!(
+                        "  after many packets, host time per request, {component}: {:.0} µs over {n}",
+                        mean.as_secs_f64() * 1e6
+                    ));
                 }
             }
             let mut hots = Vec::new();
@@ -561,7 +572,10 @@ pub async fn run(options: &Options) -> Result<()> {
             }
             for (component, n, mean) in running.timings() {
                 if n > 0 {
-                    progress(format!("  host time per request, {component}: {:.0} µs over {n}", mean.as_secs_f64() * 1e6));
+                    progress(format!(
+                        "  host time per request, {component}: {:.0} µs over {n}",
+                        mean.as_secs_f64() * 1e6
+                    ));
                 }
             }
             let books = check_books(addr).await?;
@@ -581,7 +595,7 @@ pub async fn run(options: &Options) -> Result<()> {
         }
     }
     let _ = std::fs::remove_dir_all(&state);
-    print_report(&runs, &instantiate, &service_times, &sizes, packets);
+    print_report(&runs, &instantiate, &service_times, &sizes);
     if let Some(path) = &options.chart {
         chart(&runs, &client_counts, path)?;
         progress(format!("chart written to {}", path.display()));
@@ -594,7 +608,6 @@ fn print_report(
     instantiate: &[(&str, Duration)],
     service_times: &[(&str, Duration)],
     sizes: &[(String, u64)],
-    packets: usize,
 ) {
     println!("machine: {}\n", machine());
     println!(
@@ -620,7 +633,6 @@ fn print_report(
             r.many.cas_per_open
         );
     }
-    let _ = packets;
     println!();
     println!(
         "| store | strategy | shares | clients | opens/s | p50 ms | p99 ms (target ≤ 25 at 256) | store calls/open | CAS/open (target ≤ 1.5 at 256) | 429 share | empty after ms |"
