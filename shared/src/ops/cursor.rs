@@ -19,7 +19,7 @@
 //! 6. the received record (as for every open).
 
 use super::Service;
-use super::packet::{decode_existing, Taken};
+use super::packet::{Taken, decode_existing};
 use crate::error::Error;
 use crate::id::PacketId;
 use crate::keys;
@@ -116,7 +116,8 @@ impl<S: Store> Service<'_, S> {
 
     /// A second open by the same user: answer the claim if there is one.
     fn replay(&mut self, id: &PacketId, packet: &Packet, user: &str) -> Result<Taken, Error> {
-        let taken = |claim, remaining_count| Taken { claim, remaining_count, sender: packet.sender.clone(), fresh: false };
+        let taken =
+            |claim, remaining_count| Taken { claim, remaining_count, sender: packet.sender.clone(), fresh: false };
         match self.mapped(id, user)? {
             Some(Some(claim)) => return Ok(taken(claim, self.untaken(id, packet)?)),
             Some(None) => return Err(Error::Exhausted),

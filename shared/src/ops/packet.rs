@@ -194,11 +194,19 @@ impl<S: Store> Service<'_, S> {
             Ok(match state::open(&p, user, now, env.entropy.as_mut())? {
                 Opened::New { packet, claim } => Step::Write(
                     packet.encode(),
-                    Some(Taken { claim, remaining_count: packet.remaining_count, sender: packet.sender.clone(), fresh: true }),
+                    Some(Taken {
+                        claim,
+                        remaining_count: packet.remaining_count,
+                        sender: packet.sender.clone(),
+                        fresh: true,
+                    }),
                 ),
-                Opened::Already(claim) => {
-                    Step::Done(Some(Taken { claim, remaining_count: p.remaining_count, sender: p.sender, fresh: false }))
-                }
+                Opened::Already(claim) => Step::Done(Some(Taken {
+                    claim,
+                    remaining_count: p.remaining_count,
+                    sender: p.sender,
+                    fresh: false,
+                })),
             })
         });
         let outcome = match outcome {
@@ -216,9 +224,12 @@ impl<S: Store> Service<'_, S> {
             Err(Error::Busy { retry_after_seconds }) => {
                 let p = self.load(id)?;
                 match p.claim_of(user) {
-                    Some(claim) => {
-                        Ok(Taken { claim: claim.clone(), remaining_count: p.remaining_count, sender: p.sender.clone(), fresh: false })
-                    }
+                    Some(claim) => Ok(Taken {
+                        claim: claim.clone(),
+                        remaining_count: p.remaining_count,
+                        sender: p.sender.clone(),
+                        fresh: false,
+                    }),
                     None => Err(Error::Busy { retry_after_seconds }),
                 }
             }

@@ -241,11 +241,7 @@ impl batch::Host for KvView<'_> {
         Ok(self.note(read))
     }
 
-    fn set_many(
-        &mut self,
-        bucket: Resource<Bucket>,
-        key_values: Vec<(String, Vec<u8>)>,
-    ) -> Result<(), StoreFault> {
+    fn set_many(&mut self, bucket: Resource<Bucket>, key_values: Vec<(String, Vec<u8>)>) -> Result<(), StoreFault> {
         let label = self.bucket(&bucket)?;
         let mut last = Ticket(0);
         for (key, value) in key_values {
