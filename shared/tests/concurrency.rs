@@ -102,8 +102,11 @@ fn cursor_strategy_one_claim_per_user_under_contention() {
     let (id, results, _) = race(&store, &config, 100, 10_000, 320, 40);
     assert_exact_outcome(&store, &id, 100, 10_000, &results);
     assert_eq!(load(&store, &id).strategy, hongbao::record::Strategy::Cursor);
-    // No open ever contended: one swap per claim (and one for the payment).
-    assert_eq!(store.swaps(), 100 + 1, "one compare-and-set per share, none repeated");
+    // No two users ever contend: one swap per claim (and one for the
+    // payment). Only a user's own twin request may race it for the share
+    // the cursor gave that user, failing at most one swap per twin pair.
+    let extra = store.swaps() - (100 + 1);
+    assert!(extra <= 40, "{extra} swaps repeated; at most one per twin pair (40)");
 }
 
 #[test]

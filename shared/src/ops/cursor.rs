@@ -10,12 +10,14 @@
 //!    until expiry (an attempt may be in flight; taking a second share could
 //!    break "one claim per user"), no money moved.
 //! 3. `increment` the cursor: share number k (> count: exhausted). Crash:
-//!    share k stays free; expiry seals and refunds it.
-//! 4. CAS share k free → claimed by the user. The only contender is expiry
+//!    as after 2, and share k stays free; expiry seals and refunds it.
+//! 4. `set` the user's share number k, before claiming it (`0` records that
+//!    the user's first open found the packet exhausted). From here on a
+//!    replay knows which share is the user's and finishes the claim itself,
+//!    so a crash strands nothing.
+//! 5. CAS share k free → claimed by the user. The only contender is expiry
 //!    sealing it (then: 410 expired). Crash: the claim stands; a replay
-//!    finds it by scanning the shares and answers it.
-//! 5. `set` the user's share number (the fast path for replays and grab;
-//!    `0` records that the user's first open found the packet exhausted).
+//!    reads it through the mapping and answers it.
 //! 6. the received record (as for every open).
 
 use super::Service;
@@ -51,20 +53,38 @@ impl<S: Store> Service<'_, S> {
         Ok(state::collect(&packet, &shares, "view").unwrap_or(packet))
     }
 
-    /// What the user's share mapping says: `Some(Some(claim))`, `Some(None)`
-    /// when the user's first open found the packet exhausted, `None` if unwritten.
-    fn mapped(&self, id: &PacketId, user: &str) -> Result<Option<Option<Claim>>, Error> {
+    /// What the user's share mapping says (`None` if unwritten).
+    fn mapped(&self, id: &PacketId, user: &str) -> Result<Option<Mapped>, Error> {
         let Some(k) = self.store.get(&keys::share_of(id, user))? else { return Ok(None) };
         let k: u32 = std::str::from_utf8(&k)
             .ok()
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| Error::Internal("bad share mapping".into()))?;
         if k == 0 {
-            return Ok(Some(None));
+            return Ok(Some(Mapped::Exhausted));
         }
         let bytes =
             self.store.get(&keys::share(id, k))?.ok_or_else(|| Error::Internal("mapped share missing".into()))?;
-        Ok(Some(Share::decode(&bytes).map_err(Error::Internal)?.claim().filter(|c| c.user == user)))
+        let share = Share::decode(&bytes).map_err(Error::Internal)?;
+        Ok(Some(match share.claim() {
+            Some(claim) if claim.user == user => Mapped::Claimed(claim),
+            Some(_) => return Err(Error::Internal(format!("share {k} is mapped to {user} but claimed by another"))),
+            None => Mapped::Unclaimed(k),
+        }))
+    }
+
+    /// Claims share `k` (handed to `user` by the cursor) for `user`.
+    /// Returns the claim and whether this call made it.
+    fn claim_share(&mut self, id: &PacketId, k: u32, user: &str) -> Result<(Claim, bool), Error> {
+        let now = self.env.now;
+        update(self.store, &mut self.env, &keys::share(id, k), |current, _| {
+            let share = Share::decode(current.ok_or_else(|| Error::Internal(format!("share {k} missing")))?)
+                .map_err(Error::Internal)?;
+            Ok(match state::claim_share(&share, user, now)? {
+                ShareClaimed::New { share, claim } => Step::Write(share.encode(), (claim, true)),
+                ShareClaimed::Already(claim) => Step::Done((claim, false)),
+            })
+        })
     }
 
     /// Shares not yet handed out.
@@ -75,9 +95,11 @@ impl<S: Store> Service<'_, S> {
 
     pub(super) fn cursor_grab(&mut self, id: &PacketId, packet: &Packet, user: &str) -> Result<u32, Error> {
         match self.mapped(id, user)? {
-            Some(Some(claim)) => return Err(Error::AlreadyClaimed(claim)),
-            Some(None) => return Err(Error::Exhausted),
-            None => {}
+            Some(Mapped::Claimed(claim)) => return Err(Error::AlreadyClaimed(claim)),
+            Some(Mapped::Exhausted) => return Err(Error::Exhausted),
+            // The user holds share k but its claim is not written yet: a
+            // ticket lets their open finish it.
+            Some(Mapped::Unclaimed(_)) | None => {}
         }
         check_open(packet, self.env.now)?;
         match self.untaken(id, packet)? {
@@ -102,15 +124,9 @@ impl<S: Store> Service<'_, S> {
             return Err(Error::Exhausted);
         }
         let k = k as u32;
-        let (claim, fresh) = update(self.store, &mut self.env, &keys::share(id, k), |current, _| {
-            let share = Share::decode(current.ok_or_else(|| Error::Internal(format!("share {k} missing")))?)
-                .map_err(Error::Internal)?;
-            Ok(match state::claim_share(&share, user, now)? {
-                ShareClaimed::New { share, claim } => Step::Write(share.encode(), (claim, true)),
-                ShareClaimed::Already(claim) => Step::Done((claim, false)),
-            })
-        })?;
+        // The mapping first: from here on a replay can finish this claim.
         self.store.set(&keys::share_of(id, user), k.to_string().as_bytes())?;
+        let (claim, fresh) = self.claim_share(id, k, user)?;
         Ok(Taken { claim, remaining_count: packet.count - k, sender: packet.sender.clone(), fresh })
     }
 
@@ -119,11 +135,19 @@ impl<S: Store> Service<'_, S> {
         let taken =
             |claim, remaining_count| Taken { claim, remaining_count, sender: packet.sender.clone(), fresh: false };
         match self.mapped(id, user)? {
-            Some(Some(claim)) => return Ok(taken(claim, self.untaken(id, packet)?)),
-            Some(None) => return Err(Error::Exhausted),
+            Some(Mapped::Claimed(claim)) => return Ok(taken(claim, self.untaken(id, packet)?)),
+            Some(Mapped::Exhausted) => return Err(Error::Exhausted),
+            Some(Mapped::Unclaimed(k)) => {
+                // The first attempt took share k and stopped before its claim
+                // (or is still claiming it: the CAS lets one of us write).
+                check_open(packet, self.env.now)?;
+                let (claim, fresh) = self.claim_share(id, k, user)?;
+                return Ok(Taken { fresh, ..taken(claim, self.untaken(id, packet)?) });
+            }
             None => {}
         }
-        // The first attempt may have claimed and died before its mapping.
+        // Records written before mappings preceded claims may hold a claim
+        // without a mapping: look for it.
         let shares = self.shares(id, packet.count)?;
         if let Some(claim) = shares.iter().filter_map(Share::claim).find(|c| c.user == user) {
             self.store.set(&keys::share_of(id, user), claim.seq.to_string().as_bytes())?;
@@ -133,7 +157,7 @@ impl<S: Store> Service<'_, S> {
         if shares.iter().all(|s| s.state != ShareState::Free) {
             return Err(Error::Exhausted);
         }
-        // The first attempt is between its marker and its claim (or died
+        // The first attempt is between its marker and its mapping (or died
         // there) and may hold a share: taking another could give this user two.
         Err(Error::Busy { retry_after_seconds: 1 })
     }
@@ -168,6 +192,16 @@ impl<S: Store> Service<'_, S> {
             })
         })
     }
+}
+
+/// A user's share mapping in a cursor-strategy packet.
+enum Mapped {
+    /// Their first open found the packet exhausted.
+    Exhausted,
+    /// Share k is theirs and claimed.
+    Claimed(Claim),
+    /// Share k was handed to them; the claim is not written (yet).
+    Unclaimed(u32),
 }
 
 /// The status checks shared by grab and open.

@@ -18,9 +18,9 @@ const TOTAL: u64 = 50_000;
 async fn sigkill_mid_packet_loses_nothing() {
     let state = TempDir::new("crash");
     // The CAS strategy: a kill there can never strand a share, so the packet
-    // must finish. (A cursor-strategy open killed between taking a share
-    // number and claiming it leaves that share to expiry's refund; the
-    // shared crate's crash tests cover that at every store call.)
+    // must finish. (A cursor-strategy open killed between its open marker
+    // and its share mapping leaves a share to expiry's refund; the shared
+    // crate's crash tests cover that at every store call.)
     let spec = HostSpec::app().durable(&state.0).var("open_strategy", "cas");
     let mut host = HostProcess::start(&spec);
     let mut api = Api::new(host.addr);
