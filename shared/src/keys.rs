@@ -16,17 +16,32 @@ use sha2::{Digest, Sha256};
 
 /// The day-table a packet lives in: `s{SET}/db_{xx}.t_{y}_{dd}`.
 pub fn table(id: &PacketId) -> String {
-    format!("s{}/db_{:02}.t_{}_{:02}", id.set(), id.db(), id.table(), id.day().day)
+    in_table(id, &[])
+}
+
+/// `table(id)` followed by `parts`. Keys are built on every request (an open
+/// builds about ten), so they are copied straight out of the validated id
+/// (`YYYYMMDD` + shard `HHH`: SET = H1, db = H1H2, table = H3, dd = the day)
+/// instead of parsing it back into numbers and formatting them again.
+fn in_table(id: &PacketId, parts: &[&str]) -> String {
+    let s = id.as_str();
+    let mut key = String::with_capacity(24 + s.len() + parts.iter().map(|p| p.len()).sum::<usize>());
+    for piece in
+        ["s", &s[8..9], "/db_", &s[8..10], ".t_", &s[10..11], "_", &s[6..8]].into_iter().chain(parts.iter().copied())
+    {
+        key.push_str(piece);
+    }
+    key
 }
 
 /// The packet record (CAS-updated, carries `version`).
 pub fn packet(id: &PacketId) -> String {
-    format!("{}/p/{}", table(id), id)
+    in_table(id, &["/p/", id.as_str()])
 }
 
 /// Admission counter of one packet for one time window (counter).
 pub fn admission(id: &PacketId, window: i64) -> String {
-    format!("{}/adm/{}/{}/n", table(id), id, window)
+    in_table(id, &["/adm/", id.as_str(), "/", &window.to_string(), "/n"])
 }
 
 /// Election counter deciding which settle run reports a credit (counter).
@@ -38,22 +53,22 @@ pub fn credit_election(id: &PacketId, item: &str) -> String {
 /// Pre-allocated share `k` (1-based) of a cursor-strategy packet (value, CAS:
 /// created `free` at wrap, then `claimed` by one open or `sealed` by expiry).
 pub fn share(id: &PacketId, k: u32) -> String {
-    format!("{}/sh/{}/s{}", table(id), id, k)
+    in_table(id, &["/sh/", id.as_str(), "/s", &k.to_string()])
 }
 
 /// The cursor handing out share numbers of a cursor-strategy packet (counter).
 pub fn cursor(id: &PacketId) -> String {
-    format!("{}/sh/{}/cursor/n", table(id), id)
+    in_table(id, &["/sh/", id.as_str(), "/cursor/n"])
 }
 
 /// Which share a user claimed in a cursor-strategy packet (value: `k`).
 pub fn share_of(id: &PacketId, user: &str) -> String {
-    format!("{}/sh/{}/u.{}", table(id), id, user)
+    in_table(id, &["/sh/", id.as_str(), "/u.", user])
 }
 
 /// Create-once marker of a user's first open of a cursor-strategy packet (counter).
 pub fn open_marker(id: &PacketId, user: &str) -> String {
-    format!("{}/n", share_of(id, user))
+    in_table(id, &["/sh/", id.as_str(), "/u.", user, "/n"])
 }
 
 /// The per-SET, per-creation-day index of packets: a list (see `List`).
@@ -68,7 +83,14 @@ pub fn day_index_low(set: u32, day: Day) -> String {
 
 /// All user-centric keys start here: `u{uu}/{user}` (uu = user hash % 100).
 pub fn user(user: &str) -> String {
-    format!("u{:02}/{}", fnv1a(user.as_bytes()) % 100, user)
+    let uu = fnv1a(user.as_bytes()) % 100;
+    let mut key = String::with_capacity(5 + user.len());
+    key.push('u');
+    key.push(char::from(b'0' + (uu / 10) as u8));
+    key.push(char::from(b'0' + (uu % 10) as u8));
+    key.push('/');
+    key.push_str(user);
+    key
 }
 
 /// The wrap idempotency record of (sender, request_id). The request id is
@@ -114,15 +136,22 @@ pub struct List(pub String);
 
 impl List {
     pub fn len_key(&self) -> String {
-        format!("{}/len", self.0)
+        self.with(&["/len"])
     }
 
     pub fn slot(&self, k: i64) -> String {
-        format!("{}/{}", self.0, k)
+        self.with(&["/", &k.to_string()])
     }
 
     pub fn marker(&self, name: &str) -> String {
-        format!("{}/m/{}", self.0, name)
+        self.with(&["/m/", name])
+    }
+
+    fn with(&self, parts: &[&str]) -> String {
+        let mut key = String::with_capacity(self.0.len() + parts.iter().map(|p| p.len()).sum::<usize>());
+        key.push_str(&self.0);
+        parts.iter().for_each(|p| key.push_str(p));
+        key
     }
 }
 
@@ -139,6 +168,31 @@ mod tests {
         let expected_prefix = format!("s{}/db_{:02}.t_{}_07/", id.set(), id.db(), id.table());
         assert!(key.starts_with(&expected_prefix), "{key}");
         assert!(key.ends_with(id.as_str()));
+    }
+
+    #[test]
+    fn keys_copied_from_the_id_match_the_numeric_layout() {
+        let mut rng = SplitMix64(3);
+        for d in 1..=31 {
+            let day = Day { year: 2026, month: 12, day: d };
+            for _ in 0..50 {
+                let id = PacketId::generate(day, &mut rng);
+                let table = format!("s{}/db_{:02}.t_{}_{:02}", id.set(), id.db(), id.table(), id.day().day);
+                assert_eq!(packet(&id), format!("{table}/p/{id}"));
+                assert_eq!(admission(&id, -7), format!("{table}/adm/{id}/-7/n"));
+                assert_eq!(share(&id, 12), format!("{table}/sh/{id}/s12"));
+                assert_eq!(cursor(&id), format!("{table}/sh/{id}/cursor/n"));
+                assert_eq!(open_marker(&id, "bob"), format!("{}/n", share_of(&id, "bob")));
+                assert_eq!(share_of(&id, "bob"), format!("{table}/sh/{id}/u.bob"));
+            }
+        }
+        let list = received("bob", Day { year: 2026, month: 2, day: 3 });
+        assert_eq!(list.len_key(), format!("{}/len", list.0));
+        assert_eq!(list.slot(42), format!("{}/42", list.0));
+        assert_eq!(list.marker("p.c1"), format!("{}/m/p.c1", list.0));
+        for name in ["alice", "bob", "x", "user_with-64-chars"] {
+            assert_eq!(user(name), format!("u{:02}/{name}", fnv1a(name.as_bytes()) % 100));
+        }
     }
 
     #[test]
