@@ -74,6 +74,11 @@ struct Many {
     p99: Duration,
     calls_per_open: f64,
     cas_per_open: f64,
+    /// Process CPU per request in each phase (see `cpu_time`).
+    cpu_per_grab: Duration,
+    cpu_per_open: Duration,
+    /// Instances created while the opens ran (reuse keeps this small).
+    instances: u64,
 }
 
 struct Run {
@@ -84,6 +89,8 @@ struct Run {
     /// after it: the ratio uses their mean, so a shared machine's drift
     /// during the phase shows instead of skewing the ratio unseen.
     ceiling_around_many: (f64, f64),
+    /// Process CPU per `/healthz` request in the "before" ceiling.
+    cpu_per_healthz: Duration,
     many: Many,
     hot: Vec<Hot>,
 }
@@ -98,6 +105,27 @@ fn now() -> i64 {
 
 fn bearer(user: &str) -> String {
     format!("Bearer {}", hongbao::auth::sign_user_token(AUTH, user, hongbao::Timestamp(now() + 3600)))
+}
+
+/// CPU time this process has used so far (user + system, every thread:
+/// host, load generator and the kernel work done on their behalf).
+fn cpu_time() -> Duration {
+    // /proc/self/stat fields 14 and 15, in clock ticks (100 per second on Linux).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<u64> = after_name.split_whitespace().skip(11).take(2).filter_map(|f| f.parse().ok()).collect();
+    Duration::from_millis(fields.iter().sum::<u64>() * 10)
+}
+
+/// Turns `perf record --control fifo:FIFO -D -1` on for one phase, when
+/// `HONGBAO_PERF_CTL` names that FIFO: a profile of exactly that phase.
+fn perf_control(phase: &str, on: bool) {
+    let (Some(fifo), Ok(wanted)) = (std::env::var_os("HONGBAO_PERF_CTL"), std::env::var("HONGBAO_PERF_PHASE")) else {
+        return;
+    };
+    if wanted == phase {
+        let _ = std::fs::write(fifo, if on { "enable\n" } else { "disable\n" });
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -345,6 +373,7 @@ async fn many(running: &Running, packets: usize, connections: usize) -> Result<M
     let jobs = packets * SHARES as usize;
     progress(format!("  many packets: {jobs} grabs, then {jobs} opens, by distinct users"));
     let grab_started = Instant::now();
+    let cpu_started = cpu_time();
     let tickets = Arc::new(
         run_jobs(addr, connections, jobs, {
             let ids = Arc::clone(&ids);
@@ -356,8 +385,12 @@ async fn many(running: &Running, packets: usize, connections: usize) -> Result<M
         .await?,
     );
     let grabs_per_s = jobs as f64 / grab_started.elapsed().as_secs_f64();
+    let cpu_per_grab = (cpu_time() - cpu_started) / jobs as u32;
     let before = running.app().kv.stats();
+    perf_control("open", true);
+    let instances_before = crate::server::instances_created();
     let started = Instant::now();
+    let cpu_started = cpu_time();
     let opened = run_jobs(addr, connections, jobs, {
         let (ids, tickets) = (Arc::clone(&ids), Arc::clone(&tickets));
         move |job| {
@@ -368,6 +401,9 @@ async fn many(running: &Running, packets: usize, connections: usize) -> Result<M
     })
     .await?;
     let elapsed = started.elapsed();
+    let cpu_per_open = (cpu_time() - cpu_started) / jobs as u32;
+    let instances = crate::server::instances_created() - instances_before;
+    perf_control("open", false);
     let mut latencies: Vec<Duration> = opened.iter().map(|(took, _)| *took).collect();
     let mut told = vec![HashMap::new(); ids.len()];
     for (job, (_, reply)) in opened.iter().enumerate() {
@@ -386,6 +422,9 @@ async fn many(running: &Running, packets: usize, connections: usize) -> Result<M
         p99: percentile(&latencies, 0.99),
         calls_per_open: (after.calls - before.calls) as f64 / jobs as f64,
         cas_per_open: (after.swaps - before.swaps) as f64 / jobs as f64,
+        cpu_per_grab,
+        cpu_per_open,
+        instances,
     })
 }
 
@@ -541,7 +580,13 @@ pub async fn run(options: &Options) -> Result<()> {
                 ceilings.push((clients, rps));
             }
             let ceiling_time = Duration::from_secs(if options.quick { 1 } else { 3 });
+            let cpu_started = cpu_time();
+            let healthz_before = running.timings().into_iter().find(|(c, ..)| c == "healthz").map_or(0, |t| t.1);
+            perf_control("healthz", true);
             let before = ceiling(addr, 64, ceiling_time).await?;
+            perf_control("healthz", false);
+            let healthz_after = running.timings().into_iter().find(|(c, ..)| c == "healthz").map_or(0, |t| t.1);
+            let cpu_per_healthz = (cpu_time() - cpu_started) / (healthz_after - healthz_before).max(1) as u32;
             let many = many(&running, packets, 64).await?;
             let after = ceiling(addr, 64, ceiling_time).await?;
             progress(format!(
@@ -589,6 +634,7 @@ pub async fn run(options: &Options) -> Result<()> {
                 strategy: strategy.clone(),
                 ceiling: ceilings,
                 ceiling_around_many: (before, after),
+                cpu_per_healthz,
                 many,
                 hot: hots,
             });
@@ -611,14 +657,14 @@ fn print_report(
 ) {
     println!("machine: {}\n", machine());
     println!(
-        "| store | strategy | /healthz ceiling (64 clients, before / after) | many packets: grabs/s | many packets: opens/s | opens/s ÷ mean ceiling (target ≥ 50%) | open p50 ms | open p99 ms | store calls/open | CAS/open |"
+        "| store | strategy | /healthz ceiling (64 clients, before / after) | many packets: grabs/s | many packets: opens/s | opens/s ÷ mean ceiling (target ≥ 50%) | open p50 ms | open p99 ms | store calls/open | CAS/open | CPU µs per healthz / grab / open |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in runs {
         let (before, after) = r.ceiling_around_many;
         let ceiling = (before + after) / 2.0;
         println!(
-            "| {} | {} | {:.0} / {:.0} req/s | {:.0} | {:.0} ({} packets × 10) | {:.0}% | {} | {} | {:.1} | {:.2} |",
+            "| {} | {} | {:.0} / {:.0} req/s | {:.0} | {:.0} ({} packets × 10) | {:.0}% | {} | {} | {:.1} | {:.2} | {:.0} / {:.0} / {:.0} |",
             r.backend.name(),
             r.strategy,
             before,
@@ -630,7 +676,10 @@ fn print_report(
             ms(r.many.p50),
             ms(r.many.p99),
             r.many.calls_per_open,
-            r.many.cas_per_open
+            r.many.cas_per_open,
+            r.cpu_per_healthz.as_secs_f64() * 1e6,
+            r.many.cpu_per_grab.as_secs_f64() * 1e6,
+            r.many.cpu_per_open.as_secs_f64() * 1e6
         );
     }
     println!();
@@ -661,6 +710,14 @@ fn print_report(
     println!("|---|---|");
     for (component, took) in instantiate {
         println!("| instantiate {component} | {:.0} µs |", took.as_secs_f64() * 1e6);
+    }
+    for r in runs {
+        println!(
+            "| opens per instance created, many packets, {} / {} | {:.0} |",
+            r.backend.name(),
+            r.strategy,
+            (r.many.packets * 10) as f64 / r.many.instances.max(1) as f64
+        );
     }
     for (what, took) in service_times {
         println!("| round trip of one {what}, one client, memory store | {:.0} µs |", took.as_secs_f64() * 1e6);

@@ -150,6 +150,14 @@ impl p3::WasiHttpHooks for DenyOutbound {
     }
 }
 
+/// Stores (hence instances) created so far, by every app in this process:
+/// the bench divides requests by it to show how well instances are reused.
+static INSTANCES_CREATED: AtomicU64 = AtomicU64::new(0);
+
+pub fn instances_created() -> u64 {
+    INSTANCES_CREATED.load(Ordering::Relaxed)
+}
+
 /// What `ProxyHandler` asks of us: fresh stores, and the reuse limits.
 struct ComponentState {
     name: String,
@@ -162,6 +170,7 @@ impl HandlerState for ComponentState {
     type StoreData = HostState;
 
     fn new_store(&self, _req_id: Option<u64>) -> wasmtime::Result<StoreBundle<HostState>> {
+        INSTANCES_CREATED.fetch_add(1, Ordering::Relaxed);
         let state = HostState {
             table: ResourceTable::new(),
             wasi: WasiCtxBuilder::new().inherit_stdout().inherit_stderr().build(),
