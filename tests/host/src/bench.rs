@@ -581,12 +581,12 @@ pub async fn run(options: &Options) -> Result<()> {
             }
             let ceiling_time = Duration::from_secs(if options.quick { 1 } else { 3 });
             let cpu_started = cpu_time();
-            let healthz_before = running.timings().into_iter().find(|(c, ..)| c == "healthz").map_or(0, |t| t.1);
+            let served = || running.timings().into_iter().find(|(c, ..)| c == "healthz").map_or(0, |t| t.1);
+            let healthz_before = served();
             perf_control("healthz", true);
             let before = ceiling(addr, 64, ceiling_time).await?;
             perf_control("healthz", false);
-            let healthz_after = running.timings().into_iter().find(|(c, ..)| c == "healthz").map_or(0, |t| t.1);
-            let cpu_per_healthz = (cpu_time() - cpu_started) / (healthz_after - healthz_before).max(1) as u32;
+            let cpu_per_healthz = (cpu_time() - cpu_started) / (served() - healthz_before).max(1) as u32;
             let many = many(&running, packets, 64).await?;
             let after = ceiling(addr, 64, ceiling_time).await?;
             progress(format!(
