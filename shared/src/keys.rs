@@ -25,12 +25,15 @@ pub fn table(id: &PacketId) -> String {
 /// instead of parsing it back into numbers and formatting them again.
 fn in_table(id: &PacketId, parts: &[&str]) -> String {
     let s = id.as_str();
-    let mut key = String::with_capacity(24 + s.len() + parts.iter().map(|p| p.len()).sum::<usize>());
-    for piece in
-        ["s", &s[8..9], "/db_", &s[8..10], ".t_", &s[10..11], "_", &s[6..8]].into_iter().chain(parts.iter().copied())
-    {
-        key.push_str(piece);
-    }
+    concat(
+        ["s", &s[8..9], "/db_", &s[8..10], ".t_", &s[10..11], "_", &s[6..8]].into_iter().chain(parts.iter().copied()),
+    )
+}
+
+/// The pieces joined, allocated once.
+fn concat<'a>(pieces: impl Iterator<Item = &'a str> + Clone) -> String {
+    let mut key = String::with_capacity(pieces.clone().map(str::len).sum());
+    pieces.for_each(|p| key.push_str(p));
     key
 }
 
@@ -148,10 +151,7 @@ impl List {
     }
 
     fn with(&self, parts: &[&str]) -> String {
-        let mut key = String::with_capacity(self.0.len() + parts.iter().map(|p| p.len()).sum::<usize>());
-        key.push_str(&self.0);
-        parts.iter().for_each(|p| key.push_str(p));
-        key
+        concat(std::iter::once(self.0.as_str()).chain(parts.iter().copied()))
     }
 }
 
