@@ -476,6 +476,9 @@ async fn handle(shared: Arc<Shared>, req: hyper::Request<Incoming>, client: Sock
     };
     let component = route.component.to_owned();
     let request = with_spin_headers(req, &route, client);
+    let Some(request) = buffer_small_body(request).await else {
+        return plain(400, "request body broken off\n");
+    };
     let handler = shared.app.handlers[&component].clone();
     let request_id = shared.next_request.fetch_add(1, Ordering::Relaxed);
     let started = std::time::Instant::now();
@@ -501,7 +504,7 @@ async fn handle(shared: Arc<Shared>, req: hyper::Request<Incoming>, client: Sock
 async fn run_component(
     handler: &ProxyHandler<ComponentState>,
     kv: Arc<Kv>,
-    request: hyper::Request<Incoming>,
+    request: hyper::Request<Body>,
 ) -> Result<hyper::Response<Body>> {
     let (tx, rx) = oneshot::channel::<Result<hyper::Response<Body>>>();
     handler.spawn(
@@ -510,7 +513,6 @@ async fn run_component(
             Box::pin(async move {
                 let Proxy::P3(service) = proxy;
                 let answer = async {
-                    let request = request.map(|body| body.map_err(ErrorCode::from_hyper_request_error));
                     let (request, request_done) = p3::Request::from_http(request);
                     accessor.with(|mut store| store.data_mut().observed = 0);
                     let response = match service.handle(accessor, request).await? {
@@ -566,14 +568,40 @@ impl http_body::Body for NotifyOnDrop {
     }
 }
 
+/// Bodies up to this size whose length is declared are read before the
+/// component runs.
+const BUFFERED_BODY: u64 = 64 << 10;
+
+/// Reads a small request body (an open's ticket, a wrap's terms) while the
+/// connection's own task is running, so the component then finds it in
+/// memory instead of waiting on hyper's body channel, a hand-off between two
+/// tasks on every request that has a body. Larger or unsized bodies stream
+/// to the component as they arrive. `None`: the client broke the body off.
+async fn buffer_small_body(request: hyper::Request<Incoming>) -> Option<hyper::Request<Body>> {
+    let declared: Option<u64> =
+        request.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+    let (parts, body) = request.into_parts();
+    let body = match declared {
+        _ if http_body::Body::is_end_stream(&body) => {
+            Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync()
+        }
+        Some(n) if n <= BUFFERED_BODY => {
+            let bytes = body.collect().await.ok()?.to_bytes();
+            Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+        }
+        _ => body.map_err(ErrorCode::from_hyper_request_error).boxed_unsync(),
+    };
+    Some(hyper::Request::from_parts(parts, body))
+}
+
 /// Adds the headers Spin adds (crates/trigger-http/src/headers.rs) and fills in
 /// scheme and authority, which a server-side request URI lacks. Client-sent
 /// `spin-*` headers are dropped so a client cannot forge them.
-fn with_spin_headers(
-    req: hyper::Request<Incoming>,
+fn with_spin_headers<B>(
+    req: hyper::Request<B>,
     route: &crate::router::RouteMatch<'_>,
     client: SocketAddr,
-) -> hyper::Request<Incoming> {
+) -> hyper::Request<B> {
     let (mut parts, body) = req.into_parts();
     let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_owned();
     let path_and_query = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());

@@ -162,3 +162,41 @@ async fn bad_input_gets_the_contracts_codes() {
         api.client.post(&format!("/v1/packets/{paid}/open"), &[("authorization", &bearer("bob"))], "{}").await.unwrap();
     assert_eq!((reply.status, reply.code().as_deref()), (403, Some("invalid_ticket")), "missing ticket");
 }
+
+/// Sends one raw HTTP/1.1 request with a chunked body (no content-length,
+/// so the host streams it to the component) and returns the status and body.
+async fn post_chunked(addr: std::net::SocketAddr, path: &str, auth: &str, chunks: &[&[u8]]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request =
+        format!("POST {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: {auth}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
+            .into_bytes();
+    for chunk in chunks {
+        request.extend(format!("{:x}\r\n", chunk.len()).into_bytes());
+        request.extend_from_slice(chunk);
+        request.extend(b"\r\n");
+    }
+    request.extend(b"0\r\n\r\n");
+    stream.write_all(&request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, answer)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_without_a_declared_length_stream_to_the_component() {
+    let host = HostProcess::start(&HostSpec::app());
+    let alice = bearer("alice");
+    let body = wrap_body("r-chunked", 300, 3).to_string();
+    let (first, rest) = body.as_bytes().split_at(10);
+    let (status, answer) = post_chunked(host.addr, "/v1/packets", &alice, &[first, rest]).await;
+    assert_eq!(status, 201, "{answer}");
+    assert!(answer.contains("\"awaiting_payment\""), "{answer}");
+    // Past the limit while streaming: refused, as a declared length would be.
+    let big = format!("{{\"request_id\":\"{}\"}}", "x".repeat(40 * 1024));
+    let (status, answer) = post_chunked(host.addr, "/v1/packets", &alice, &[big.as_bytes(), big.as_bytes()]).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
+}
