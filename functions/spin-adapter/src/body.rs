@@ -20,12 +20,19 @@ pub async fn read_limited(
     if declared.is_none() && header("transfer-encoding").is_none() || declared.as_deref() == Some("0") {
         return Ok(Vec::new());
     }
+    let length: Option<usize> = declared.as_deref().and_then(|v| v.trim().parse().ok());
     let (_done, done_reader) = spin_sdk::wasip3::wit_future::new(|| Ok(()));
     let (mut stream, _trailers) = Request::consume_body(request, done_reader);
     let mut body = Vec::new();
     loop {
-        let (result, chunk) = stream.read(Vec::with_capacity(16 * 1024)).await;
+        let want = length.map_or(16 * 1024, |n| n.saturating_sub(body.len()).clamp(1, MAX_BODY_BYTES));
+        let (result, chunk) = stream.read(Vec::with_capacity(want)).await;
         append_within_limit(&mut body, &chunk)?;
+        // The declared length is all there is (the host checks it): no
+        // further read just to learn that the stream has ended.
+        if length == Some(body.len()) {
+            return Ok(body);
+        }
         match result {
             StreamResult::Complete(_) => continue,
             StreamResult::Dropped | StreamResult::Cancelled => return Ok(body),
