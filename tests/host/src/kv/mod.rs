@@ -294,6 +294,12 @@ impl Kv {
                 )));
             }
         };
+        if delta == 0 {
+            // A read (the only way to read a counter): nothing to write or
+            // journal; the answer depends on the entry (or the last delete).
+            let seen = state.entry(label, key).map_or(state.last_delete, |e| e.seq);
+            return Ok((current, Ticket(seen)));
+        }
         let next = current.checked_add(delta).ok_or_else(|| KvError(format!("counter {key} overflows")))?;
         let ticket = self.write(&mut state, label, key, Some(Value::Counter(next)));
         Ok((next, ticket))
@@ -360,6 +366,18 @@ mod tests {
         assert!(kv.get("default", "n").is_err());
         kv.set("default", "v", b"text".to_vec()).unwrap();
         assert!(kv.increment("default", "v", 1).is_err());
+        assert!(kv.increment("default", "v", 0).is_err());
+    }
+
+    #[test]
+    fn reading_a_counter_writes_nothing() {
+        let kv = Kv::in_memory();
+        let (_, written) = kv.increment("default", "n", 5).unwrap();
+        assert_eq!(kv.increment("default", "n", 0).unwrap(), (5, written));
+        assert_eq!(kv.increment("default", "absent", 0).unwrap().0, 0);
+        // Nothing was written: no new sequence number, no new key.
+        assert_eq!(kv.state.lock().unwrap().next_seq, written.0 + 1);
+        assert_eq!(kv.list_keys("default").unwrap().0, vec!["n".to_string()]);
     }
 
     #[test]
