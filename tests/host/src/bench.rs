@@ -12,6 +12,7 @@
 use crate::client::Client;
 use crate::server::{App, Running, ServeOptions, StoreChoice, serve};
 use anyhow::{Context, Result, bail, ensure};
+use bytes::Bytes;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -108,13 +109,16 @@ fn bearer(user: &str) -> String {
 }
 
 /// CPU time this process has used so far (user + system, every thread:
-/// host, load generator and the kernel work done on their behalf).
+/// host, load generator and the kernel work done on their behalf), to the
+/// nanosecond: a short phase is measured as well as a long one.
 fn cpu_time() -> Duration {
-    // /proc/self/stat fields 14 and 15, in clock ticks (100 per second on Linux).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<u64> = after_name.split_whitespace().skip(11).take(2).filter_map(|f| f.parse().ok()).collect();
-    Duration::from_millis(fields.iter().sum::<u64>() * 10)
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid timespec for the call to fill in.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) } == 0;
+    if !ok {
+        return Duration::ZERO;
+    }
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 /// Turns `perf record --control fifo:FIFO -D -1` on for one phase, when
@@ -370,40 +374,33 @@ async fn many(running: &Running, packets: usize, connections: usize) -> Result<M
     let ids = Arc::new(ids);
     // Two phases, so each rate is one kind of request: every distinct user
     // grabs (a ticket each), then every one of them opens.
-    let jobs = packets * SHARES as usize;
-    progress(format!("  many packets: {jobs} grabs, then {jobs} opens, by distinct users"));
+    let jobs_count = packets * SHARES as usize;
+    progress(format!("  many packets: {jobs_count} grabs, then {jobs_count} opens, by distinct users"));
+    let grabs = jobs(jobs_count, |job| {
+        let id = &ids[job % ids.len()];
+        (format!("/v1/packets/{id}/grab"), bearer(&format!("m{job}")), String::new())
+    });
     let grab_started = Instant::now();
     let cpu_started = cpu_time();
-    let tickets = Arc::new(
-        run_jobs(addr, connections, jobs, {
-            let ids = Arc::clone(&ids);
-            move |job| {
-                let id = ids[job % ids.len()].clone();
-                (format!("/v1/packets/{id}/grab"), bearer(&format!("m{job}")), String::new())
-            }
-        })
-        .await?,
-    );
-    let grabs_per_s = jobs as f64 / grab_started.elapsed().as_secs_f64();
-    let cpu_per_grab = (cpu_time() - cpu_started) / jobs as u32;
+    let grabbed = run_jobs(addr, connections, &grabs).await?;
+    let grabs_per_s = jobs_count as f64 / grab_started.elapsed().as_secs_f64();
+    let cpu_per_grab = (cpu_time() - cpu_started) / jobs_count as u32;
+    let opens = jobs(jobs_count, |job| {
+        let ticket = parse(&grabbed[job].1)["ticket"].as_str().unwrap_or_default().to_owned();
+        let (id, auth) = (&ids[job % ids.len()], &grabs[job].1);
+        (format!("/v1/packets/{id}/open"), auth.clone(), json!({ "ticket": ticket }).to_string())
+    });
     let before = running.app().kv.stats();
     perf_control("open", true);
     let instances_before = crate::server::instances_created();
     let started = Instant::now();
     let cpu_started = cpu_time();
-    let opened = run_jobs(addr, connections, jobs, {
-        let (ids, tickets) = (Arc::clone(&ids), Arc::clone(&tickets));
-        move |job| {
-            let id = ids[job % ids.len()].clone();
-            let ticket = tickets[job].1["ticket"].as_str().unwrap_or_default().to_owned();
-            (format!("/v1/packets/{id}/open"), bearer(&format!("m{job}")), json!({ "ticket": ticket }).to_string())
-        }
-    })
-    .await?;
+    let opened = run_jobs(addr, connections, &opens).await?;
     let elapsed = started.elapsed();
-    let cpu_per_open = (cpu_time() - cpu_started) / jobs as u32;
+    let cpu_per_open = (cpu_time() - cpu_started) / jobs_count as u32;
     let instances = crate::server::instances_created() - instances_before;
     perf_control("open", false);
+    let opened: Vec<(Duration, Value)> = opened.into_iter().map(|(took, body)| (took, parse(&body))).collect();
     let mut latencies: Vec<Duration> = opened.iter().map(|(took, _)| *took).collect();
     let mut told = vec![HashMap::new(); ids.len()];
     for (job, (_, reply)) in opened.iter().enumerate() {
@@ -417,54 +414,63 @@ async fn many(running: &Running, packets: usize, connections: usize) -> Result<M
     Ok(Many {
         packets,
         grabs_per_s,
-        opens_per_s: jobs as f64 / elapsed.as_secs_f64(),
+        opens_per_s: jobs_count as f64 / elapsed.as_secs_f64(),
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),
-        calls_per_open: (after.calls - before.calls) as f64 / jobs as f64,
-        cas_per_open: (after.swaps - before.swaps) as f64 / jobs as f64,
+        calls_per_open: (after.calls - before.calls) as f64 / jobs_count as f64,
+        cas_per_open: (after.swaps - before.swaps) as f64 / jobs_count as f64,
         cpu_per_grab,
         cpu_per_open,
         instances,
     })
 }
 
-/// Runs `jobs` POSTs over `connections` connections, job i built by `make(i)`
-/// (path, authorization, body); every answer must be 200. Returns, per job,
-/// its latency and its JSON answer.
-async fn run_jobs(
-    addr: SocketAddr,
-    connections: usize,
-    jobs: usize,
-    make: impl Fn(usize) -> (String, String, String) + Send + Sync + 'static,
-) -> Result<Vec<(Duration, Value)>> {
-    let (next, make) = (Arc::new(AtomicUsize::new(0)), Arc::new(make));
+/// POST requests ready to send: (path, authorization, body). Built (tokens
+/// signed) before a phase's clock starts, and answers parsed after it stops,
+/// so a phase's time and CPU are the host's and the HTTP exchange's, not the
+/// load generator's bookkeeping.
+type Job = (String, String, Bytes);
+
+fn jobs(count: usize, make: impl Fn(usize) -> (String, String, String)) -> Arc<Vec<Job>> {
+    Arc::new((0..count).map(make).map(|(path, auth, body)| (path, auth, Bytes::from(body))).collect())
+}
+
+/// Sends every job over `connections` connections; every answer must be
+/// 200. Returns, per job, its latency and its answer's body.
+async fn run_jobs(addr: SocketAddr, connections: usize, jobs: &Arc<Vec<Job>>) -> Result<Vec<(Duration, Vec<u8>)>> {
+    let next = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..connections)
         .map(|_| {
-            let (next, make) = (Arc::clone(&next), Arc::clone(&make));
+            let (next, jobs) = (Arc::clone(&next), Arc::clone(jobs));
             tokio::spawn(async move {
                 let mut client = Client::new(addr);
                 let mut done = Vec::new();
                 loop {
                     let job = next.fetch_add(1, Ordering::Relaxed);
-                    if job >= jobs {
+                    let Some((path, auth, body)) = jobs.get(job) else {
                         return Ok::<_, anyhow::Error>(done);
-                    }
-                    let (path, auth, body) = make(job);
+                    };
                     let started = Instant::now();
-                    let reply = client.post(&path, &[("authorization", &auth)], body).await?;
+                    let reply = client.post(path, &[("authorization", auth)], body.clone()).await?;
                     ensure!(reply.status == 200, "{path}: {} {}", reply.status, String::from_utf8_lossy(&reply.body));
-                    done.push((job, started.elapsed(), reply.json()));
+                    // A copy: the reply's bytes share the connection's read
+                    // buffer, which keeping them would keep from being reused.
+                    done.push((job, started.elapsed(), reply.body.to_vec()));
                 }
             })
         })
         .collect();
-    let mut results = vec![(Duration::ZERO, Value::Null); jobs];
+    let mut results = vec![(Duration::ZERO, Vec::new()); jobs.len()];
     for w in workers {
-        for (job, took, reply) in w.await?? {
-            results[job] = (took, reply);
+        for (job, took, body) in w.await?? {
+            results[job] = (took, body);
         }
     }
     Ok(results)
+}
+
+fn parse(body: &[u8]) -> Value {
+    serde_json::from_slice(body).unwrap_or(Value::Null)
 }
 
 /// Settles everything and reconciles today's packets: no mismatch, and
