@@ -116,7 +116,7 @@ impl Response {
         Response {
             status,
             headers: vec![("content-type", "application/json".into())],
-            body: serde_json::to_vec(value).expect("views serialise"),
+            body: crate::json::to_vec(value),
         }
     }
 

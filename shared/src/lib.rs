@@ -5,7 +5,8 @@
 //! the pure state machine (`state`), the store abstraction with its CAS loop
 //! and test stores (`store`), authentication (`auth`), request decoding
 //! (`api`), configuration (`config`) and every operation of the contract
-//! (`ops`), plus the HTTP-shaped entry points the components call (`http`).
+//! (`ops`), JSON encoding that suits Wasm (`json`), plus the HTTP-shaped
+//! entry points the components call (`http`).
 //!
 //! It must never depend on spin-sdk or wasmtime: it is compiled natively for
 //! tests and into every Wasm component unchanged.
@@ -18,6 +19,7 @@ pub mod env;
 pub mod error;
 pub mod http;
 pub mod id;
+pub mod json;
 pub mod keys;
 pub mod money;
 pub mod ops;

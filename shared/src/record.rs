@@ -120,7 +120,7 @@ impl Packet {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("packet serialises")
+        crate::json::to_vec(self)
     }
 
     pub fn claim_of(&self, user: &str) -> Option<&Claim> {
@@ -367,7 +367,7 @@ impl Share {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("share serialises")
+        crate::json::to_vec(self)
     }
 
     /// The claim this share is, once claimed.

@@ -63,7 +63,7 @@ impl<S: Store> Service<'_, S> {
         lists::append(self.store, &keys::day_index(id.set(), id.day()), id.as_str().as_bytes())?;
         if self.store.increment(&keys::wrap_election(sender, &req.request_id), 1)? == 1 {
             let record = WrapRecord { packet_id: id.to_string(), terms: req.terms.clone() };
-            self.store.set(&record_key, &serde_json::to_vec(&record).expect("serialises"))?;
+            self.store.set(&record_key, &crate::json::to_vec(&record))?;
             return Ok((201, packet.view(now)));
         }
         // Another request with this request_id won: ours is an orphan. Drop
@@ -247,7 +247,7 @@ impl<S: Store> Service<'_, S> {
     /// the claim was made by this very request, so it cannot be listed yet.
     pub(super) fn record_received(&self, user: &str, item: &ReceivedItem, fresh: bool) -> Result<(), Error> {
         let list = keys::received(user, item.claimed_at.day());
-        let bytes = serde_json::to_vec(item).expect("serialises");
+        let bytes = crate::json::to_vec(item);
         if fresh {
             lists::append_new(self.store, &list, &item.packet_id, &bytes)?;
         } else {

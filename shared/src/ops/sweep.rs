@@ -184,7 +184,7 @@ impl<S: Store> Service<'_, S> {
     }
 
     fn credit(&self, owner: &str, entry: &WalletEntry, election: &str, report: &mut SettleReport) -> Result<(), Error> {
-        let bytes = serde_json::to_vec(entry).expect("serialises");
+        let bytes = crate::json::to_vec(entry);
         // The day first: a crash after it leaves a day with no entry yet, which readers skip.
         let day = entry.at.day().compact();
         lists::append_once(self.store, &keys::wallet_days(owner), &day, day.as_bytes())?;
@@ -250,7 +250,7 @@ impl<S: Store> Service<'_, S> {
             let closed = settled_day && next > len;
             let advanced = IndexHint { next, closed };
             if advanced != hint && (advanced.next > hint.next || closed) {
-                self.store.set(hint_key, &serde_json::to_vec(&advanced).expect("serialises"))?;
+                self.store.set(hint_key, &crate::json::to_vec(&advanced))?;
             }
         }
         Ok(())
