@@ -35,6 +35,8 @@ pub struct Options {
     pub max_instance_concurrent_reuse_count: usize,
     /// Store backends to measure: "memory", "sqlite".
     pub stores: Vec<String>,
+    /// Packets of the many-packets phase, if not the default.
+    pub packets: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -549,6 +551,7 @@ pub async fn run(options: &Options) -> Result<()> {
     let state = std::env::temp_dir().join(format!("hongbao-bench-{}", std::process::id()));
     let (packets, client_counts, shares): (usize, Vec<usize>, Vec<u32>) =
         if options.quick { (500, vec![64, 256], vec![100]) } else { (10_000, vec![64, 256, 1024], vec![100, 1000]) };
+    let packets = options.packets.unwrap_or(packets);
     progress(format!("machine: {}", machine()));
 
     // Per request: instantiation cost and sizes (from the first app loaded).

@@ -52,6 +52,10 @@ enum Command {
         /// Store backends to measure.
         #[arg(long, value_delimiter = ',', default_value = "memory,sqlite")]
         stores: Vec<String>,
+        /// Packets of the many-packets phase (default 10,000; 500 with --quick): more
+        /// gives a profiled open phase enough samples.
+        #[arg(long)]
+        packets: Option<usize>,
     },
 }
 
@@ -104,7 +108,7 @@ fn main() -> Result<()> {
             println!("{}", hongbao::auth::sign_payment(&secret("payment_secret")?, body.as_bytes()));
             Ok(())
         }
-        Command::Bench { quick, strategies, chart, build, max_instance_concurrent_reuse_count, stores } => {
+        Command::Bench { quick, strategies, chart, build, max_instance_concurrent_reuse_count, stores, packets } => {
             if build {
                 build::build_all(&Manifest::load(&cli.manifest)?, false)?;
             }
@@ -116,6 +120,7 @@ fn main() -> Result<()> {
                 chart,
                 max_instance_concurrent_reuse_count,
                 stores,
+                packets,
             };
             runtime.block_on(hongbao_host::bench::run(&options))
         }
