@@ -49,11 +49,16 @@ pub const VARIABLES: &[Variable] = &[
 /// hot day-tables the sweeps scan, hence the cap on the TTL.
 pub const MAX_TTL_SECONDS: i64 = 14 * 86_400;
 
+/// The secret variables, each needed only by some endpoints (see
+/// `http::secrets`): spin.toml hands a component only the ones it uses.
+pub const SECRETS: [&str; 3] = ["auth_secret", "payment_secret", "admin_token"];
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    pub auth_secret: String,
-    pub payment_secret: String,
-    pub admin_token: String,
+    /// Secrets this component was not given are `None`.
+    auth_secret: Option<String>,
+    payment_secret: Option<String>,
+    admin_token: Option<String>,
     pub packet_ttl_seconds: i64,
     pub max_count: u32,
     pub max_share_fen: u64,
@@ -63,8 +68,15 @@ pub struct Config {
 
 impl Config {
     /// Reads every variable through `lookup` (which returns `None` for an
-    /// unset variable); defaults apply where the contract gives one.
+    /// unset variable); defaults apply where the contract gives one. Every
+    /// secret is required.
     pub fn load(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
+        Config::load_for(&SECRETS, lookup)
+    }
+
+    /// As `load`, but requires only the secrets named in `secrets` and reads
+    /// no other (a component is given only the secrets its endpoints use).
+    pub fn load_for(secrets: &[&str], lookup: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
         let value = |name: &str| -> Result<String, Error> {
             let var = VARIABLES.iter().find(|v| v.name == name).expect("known variable");
             match lookup(name).filter(|v| !v.is_empty()).or(var.default.map(str::to_owned)) {
@@ -72,6 +84,7 @@ impl Config {
                 None => Err(Error::Internal(format!("variable {name} is required but not set"))),
             }
         };
+        let secret = |name: &str| secrets.contains(&name).then(|| value(name)).transpose();
         fn number<T: std::str::FromStr + PartialOrd>(name: &str, text: String, min: T, max: T) -> Result<T, Error> {
             match text.trim().parse::<T>() {
                 Ok(n) if n >= min && n <= max => Ok(n),
@@ -79,9 +92,9 @@ impl Config {
             }
         }
         Ok(Config {
-            auth_secret: value("auth_secret")?,
-            payment_secret: value("payment_secret")?,
-            admin_token: value("admin_token")?,
+            auth_secret: secret("auth_secret")?,
+            payment_secret: secret("payment_secret")?,
+            admin_token: secret("admin_token")?,
             packet_ttl_seconds: number("packet_ttl_seconds", value("packet_ttl_seconds")?, 1, MAX_TTL_SECONDS)?,
             max_count: number("max_count", value("max_count")?, 1, 100_000)?,
             max_share_fen: number("max_share_fen", value("max_share_fen")?, 1, 1_000_000_000)?,
@@ -93,6 +106,21 @@ impl Config {
                 })?
             },
         })
+    }
+
+    /// The key of user JWTs and (derived) of grab tickets.
+    pub fn auth_secret(&self) -> Result<&str, Error> {
+        given(&self.auth_secret, "auth_secret")
+    }
+
+    /// The HMAC key of payment callbacks.
+    pub fn payment_secret(&self) -> Result<&str, Error> {
+        given(&self.payment_secret, "payment_secret")
+    }
+
+    /// The bearer token of the admin endpoints.
+    pub fn admin_token(&self) -> Result<&str, Error> {
+        given(&self.admin_token, "admin_token")
     }
 
     /// A configuration for tests: fixed secrets, contract defaults.
@@ -107,6 +135,12 @@ impl Config {
     }
 }
 
+/// A secret this component was not given is a deployment error (spin.toml),
+/// never a reason to accept a request unchecked.
+fn given<'c>(secret: &'c Option<String>, name: &str) -> Result<&'c str, Error> {
+    secret.as_deref().ok_or_else(|| Error::Internal(format!("variable {name} is not given to this component")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +151,19 @@ mod tests {
         assert_eq!((c.packet_ttl_seconds, c.max_count, c.max_share_fen), (86_400, 100, 20_000));
         let missing = Config::load(|n| (n != "admin_token").then(|| "x".to_string()).filter(|_| n.ends_with("secret")));
         assert!(matches!(missing, Err(Error::Internal(m)) if m.contains("admin_token")));
+    }
+
+    #[test]
+    fn a_component_reads_and_requires_only_its_own_secrets() {
+        let every_secret = |name: &str| SECRETS.contains(&name).then(|| format!("value of {name}"));
+        let open = Config::load_for(&["auth_secret"], every_secret).unwrap();
+        assert_eq!(open.auth_secret().unwrap(), "value of auth_secret");
+        assert!(matches!(open.admin_token(), Err(Error::Internal(m)) if m.contains("admin_token")));
+        assert!(open.payment_secret().is_err());
+        assert_eq!(open.max_count, 100, "the other variables load as before");
+        let without = Config::load_for(&["admin_token"], |n| (n != "admin_token").then(|| every_secret(n)).flatten());
+        assert!(matches!(without, Err(Error::Internal(m)) if m.contains("admin_token is required")));
+        assert!(Config::load_for(&[], |_| None).is_ok(), "no secrets needed, none required");
     }
 
     #[test]

@@ -50,6 +50,15 @@ impl Endpoint {
         1 << self as u32
     }
 
+    /// The secret variable that checks this endpoint's callers.
+    pub fn secret(self) -> &'static str {
+        match self {
+            Endpoint::Payment => "payment_secret",
+            Endpoint::Expire | Endpoint::Settle | Endpoint::Reconcile => "admin_token",
+            _ => "auth_secret",
+        }
+    }
+
     pub fn method(self) -> &'static str {
         match self {
             Endpoint::Query | Endpoint::Sent | Endpoint::Received | Endpoint::Wallet | Endpoint::Reconcile => "GET",
@@ -170,6 +179,15 @@ pub const fn endpoints(list: &[Endpoint]) -> u32 {
     set
 }
 
+/// The secrets a component serving the endpoint set `endpoints` needs: the
+/// only ones spin.toml gives it (least privilege).
+pub fn secrets(endpoints: u32) -> Vec<&'static str> {
+    crate::config::SECRETS
+        .into_iter()
+        .filter(|s| Endpoint::ALL.iter().any(|e| endpoints & e.bit() != 0 && e.secret() == *s))
+        .collect()
+}
+
 fn handle<const ENDPOINTS: u32, S: Store>(
     endpoint: Endpoint,
     id: Option<&str>,
@@ -181,8 +199,8 @@ fn handle<const ENDPOINTS: u32, S: Store>(
     }
     let now = svc.env.now;
     let header = |name: &str| (req.header)(name);
-    let user = || auth::verify_user(header("authorization").as_deref(), &svc.config.auth_secret, now);
-    let admin = || auth::verify_admin(header("authorization").as_deref(), &svc.config.admin_token);
+    let user = || auth::verify_user(header("authorization").as_deref(), svc.config.auth_secret()?, now);
+    let admin = || auth::verify_admin(header("authorization").as_deref(), svc.config.admin_token()?);
     // A malformed id and an unknown one both answer 404.
     let packet = || id.and_then(PacketId::parse).ok_or(Error::NotFound);
     Ok(match endpoint {
@@ -193,7 +211,7 @@ fn handle<const ENDPOINTS: u32, S: Store>(
             Response::json(status, &view)
         }
         Endpoint::Payment if owns::<ENDPOINTS>(Endpoint::Payment) => {
-            auth::verify_payment(header("x-payment-signature").as_deref(), &svc.config.payment_secret, req.body)?;
+            auth::verify_payment(header("x-payment-signature").as_deref(), svc.config.payment_secret()?, req.body)?;
             let id = packet()?;
             let request = api::parse_payment(req.body)?;
             Response::json(200, &svc.pay(&id, &request)?)
@@ -249,6 +267,16 @@ const fn owns<const ENDPOINTS: u32>(endpoint: Endpoint) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_component_needs_the_secrets_of_its_own_endpoints_only() {
+        use Endpoint::*;
+        assert_eq!(secrets(endpoints(&[Query, Sent, Received])), ["auth_secret"]);
+        assert_eq!(secrets(endpoints(&[Payment])), ["payment_secret"]);
+        assert_eq!(secrets(endpoints(&[Expire])), ["admin_token"]);
+        assert_eq!(secrets(endpoints(&[Settle, Wrap, Payment])), ["auth_secret", "payment_secret", "admin_token"]);
+        assert!(secrets(0).is_empty());
+    }
 
     #[test]
     fn paths_match_their_endpoint_only() {

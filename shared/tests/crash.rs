@@ -58,7 +58,7 @@ fn pay(store: &impl Store, config: &Config, id: &PacketId) -> Result<(), Error> 
 }
 
 fn open_as(store: &impl Store, config: &Config, id: &PacketId, user: &str) -> Result<(), Error> {
-    let ticket = auth::issue_ticket(&config.auth_secret, id.as_str(), user, T0.plus_seconds(70));
+    let ticket = auth::issue_ticket(config.auth_secret().unwrap(), id.as_str(), user, T0.plus_seconds(70));
     svc(store, config, T0.plus_seconds(10)).open(id, user, &ticket).map(drop)
 }
 

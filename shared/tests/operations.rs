@@ -113,7 +113,7 @@ fn grab_and_open_follow_the_contract() {
         grab_and_open(&store, &config, env(T0, 1), &id, user).unwrap();
     }
     // Grabbed before the last share went: the ticket is good, the packet is empty.
-    let late_ticket = auth::issue_ticket(&config.auth_secret, id.as_str(), "u4", T0.plus_seconds(60));
+    let late_ticket = auth::issue_ticket(config.auth_secret().unwrap(), id.as_str(), "u4", T0.plus_seconds(60));
     assert_eq!(open("u4", &late_ticket, T0), Err(Error::Exhausted));
     assert_eq!(svc(&store, &config, T0).grab(&id, "u4").unwrap_err(), Error::Exhausted);
     let view = svc(&store, &config, T0).query(&id).unwrap();

@@ -69,7 +69,7 @@ pub async fn serve<const ENDPOINTS: u32>(request: Request) -> Result<Response, E
     };
     let request = hongbao::http::Request { method: &method, path, query, header: &header, body: &body };
     let response = match kv::KvStore::shared(STORE_LABEL) {
-        Ok(store) => hongbao::http::serve::<ENDPOINTS, _>(&*store, load_config(), system_env(), &request),
+        Ok(store) => hongbao::http::serve::<ENDPOINTS, _>(&*store, load_config(ENDPOINTS), system_env(), &request),
         Err(e) => hongbao::http::Response::error(&Error::from(e)),
     };
     if response.status >= 500 {
@@ -97,14 +97,16 @@ fn method_name(method: Method) -> String {
 /// All variables of this component, read once per instance: an instance is
 /// reused for many requests (Spin 4, WASI 0.3), and application variables do
 /// not change while the app runs. A failed read is not kept, so it is retried.
-fn load_config() -> Result<&'static Config, Error> {
+/// Only the secrets of the component's own endpoints are read and required.
+fn load_config(endpoints: u32) -> Result<&'static Config, Error> {
     static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
     if let Some(config) = CONFIG.get() {
         return Ok(config);
     }
     let pairs = spin_sdk::experimental::wasi::config::store::get_all()
         .map_err(|e| Error::Internal(format!("reading variables: {e:?}")))?;
-    let config = Config::load(|name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))?;
+    let secrets = hongbao::http::secrets(endpoints);
+    let config = Config::load_for(&secrets, |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))?;
     Ok(CONFIG.get_or_init(|| config))
 }
 

@@ -140,7 +140,7 @@ impl<S: Store> Service<'_, S> {
         };
         let expires = self.env.now.plus_seconds(auth::TICKET_TTL_SECONDS);
         Ok(GrabView {
-            ticket: auth::issue_ticket(&self.config.auth_secret, id.as_str(), user, expires),
+            ticket: auth::issue_ticket(self.config.auth_secret()?, id.as_str(), user, expires),
             ticket_expires_at: expires.to_rfc3339(),
             remaining_count,
         })
@@ -158,7 +158,7 @@ impl<S: Store> Service<'_, S> {
     /// leaves the received record missing: opening again, or settle, writes it.
     pub fn open(&mut self, id: &PacketId, user: &str, ticket: &str) -> Result<OpenView, Error> {
         let now = self.env.now;
-        auth::verify_ticket(&self.config.auth_secret, ticket, id.as_str(), user, now)?;
+        auth::verify_ticket(self.config.auth_secret()?, ticket, id.as_str(), user, now)?;
         self.admit(id)?;
         // The packet's own strategy decides. Most packets were wrapped under
         // the current configuration: a CAS open reads the record inside its

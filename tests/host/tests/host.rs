@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use hongbao::http::Endpoint;
 use hongbao_host::client::Client;
 use std::collections::HashMap;
 
@@ -168,12 +169,26 @@ fn the_manifest_declares_exactly_the_contracts_variables() {
             continue;
         }
         assert_eq!(component.key_value_stores, vec!["default".to_string()], "{id}");
+        // Least privilege: only the secret its endpoints check (the same as
+        // `hongbao::http::secrets` of the endpoints in its `component!` line).
+        let endpoints = match id.as_str() {
+            "wrap" => vec![Endpoint::Wrap],
+            "payment" => vec![Endpoint::Payment],
+            "grab" => vec![Endpoint::Grab],
+            "open" => vec![Endpoint::Open],
+            "query" => vec![Endpoint::Query, Endpoint::Sent, Endpoint::Received],
+            "wallet" => vec![Endpoint::Wallet],
+            "admin-expire" => vec![Endpoint::Expire],
+            "admin-settle" => vec![Endpoint::Settle],
+            "admin-reconcile" => vec![Endpoint::Reconcile],
+            other => panic!("unexpected component {other}"),
+        };
+        let secrets = hongbao::http::secrets(hongbao::http::endpoints(&endpoints));
+        assert_eq!(secrets.len(), 1, "{id}");
         for v in hongbao::config::VARIABLES {
-            assert_eq!(
-                component.variables.get(v.name).map(String::as_str),
-                Some(format!("{{{{ {} }}}}", v.name).as_str()),
-                "{id}"
-            );
+            let given = !v.secret || secrets.contains(&v.name);
+            let template = format!("{{{{ {} }}}}", v.name);
+            assert_eq!(component.variables.get(v.name), given.then_some(&template), "{id}: {}", v.name);
         }
         let build = component.build.as_ref().expect("a build command");
         let package = component.source.file_stem().unwrap().to_str().unwrap().replace('_', "-");
