@@ -66,6 +66,13 @@ struct Hot {
     cas_per_open: f64,
     busy_share: f64,
     empty_after: Duration,
+    /// Grabs and opens answered per second until every client was done.
+    requests_per_s: f64,
+    /// Process CPU per grab or open (see `cpu_time`).
+    cpu_per_request: Duration,
+    /// Grabs and opens sent, and instances created to answer them.
+    requests: u32,
+    instances: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -87,7 +94,7 @@ struct Many {
 struct Run {
     backend: Backend,
     strategy: String,
-    ceiling: Vec<(usize, f64)>,
+    ceiling: Vec<Ceiling>,
     /// `/healthz` at the many-packets phase's 64 clients, just before and just
     /// after it: the ratio uses their mean, so a shared machine's drift
     /// during the phase shows instead of skewing the ratio unseen.
@@ -164,29 +171,43 @@ async fn start(manifest: &Path, backend: Backend, strategy: &str, state: &Path, 
     serve(app, "127.0.0.1:0".parse()?).await
 }
 
-/// `/healthz` requests per second with `connections` clients for `for_how_long`.
-async fn ceiling(addr: SocketAddr, connections: usize, for_how_long: Duration) -> Result<f64> {
-    let done = Arc::new(AtomicUsize::new(0));
+/// `/healthz` with `connections` clients for `for_how_long`.
+#[derive(Debug, Clone, Copy)]
+struct Ceiling {
+    clients: usize,
+    per_s: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// `/healthz` requests per second with `connections` clients for
+/// `for_how_long`, and their latency: what the host alone answers at that
+/// concurrency, the bound for every other figure measured at it.
+async fn ceiling(addr: SocketAddr, connections: usize, for_how_long: Duration) -> Result<Ceiling> {
     let deadline = Instant::now() + for_how_long;
     let started = Instant::now();
     let tasks: Vec<_> = (0..connections)
         .map(|_| {
-            let done = Arc::clone(&done);
             tokio::spawn(async move {
                 let mut client = Client::new(addr);
+                let mut latencies = Vec::new();
                 while Instant::now() < deadline {
+                    let sent = Instant::now();
                     let reply = client.get("/healthz", &[]).await?;
                     ensure!(reply.status == 200, "healthz answered {}", reply.status);
-                    done.fetch_add(1, Ordering::Relaxed);
+                    latencies.push(sent.elapsed());
                 }
-                Ok(())
+                Ok(latencies)
             })
         })
         .collect();
+    let mut latencies = Vec::new();
     for t in tasks {
-        t.await??;
+        latencies.extend(t.await??);
     }
-    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+    let per_s = latencies.len() as f64 / started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    Ok(Ceiling { clients: connections, per_s, p50: percentile(&latencies, 0.5), p99: percentile(&latencies, 0.99) })
 }
 
 /// Wraps and pays a packet over `client`; returns its id.
@@ -323,8 +344,12 @@ async fn hot(running: &Running, shares: u32, clients: usize) -> Result<Hot> {
             })
         })
         .collect();
+    let phase = format!("hot-{shares}-{clients}");
+    perf_control(&phase, true);
+    let instances_before = crate::server::instances_created();
     barrier.wait().await;
     let started = Instant::now();
+    let cpu_started = cpu_time();
     let (mut told, mut latencies, mut busy, mut requests, mut emptied) = (HashMap::new(), Vec::new(), 0, 0, started);
     for t in tasks {
         let (claims, opens, b, r, last_claim) = t.await??;
@@ -334,6 +359,9 @@ async fn hot(running: &Running, shares: u32, clients: usize) -> Result<Hot> {
         emptied = emptied.max(last_claim.unwrap_or(started));
         told.extend(claims);
     }
+    let (elapsed, cpu) = (started.elapsed(), cpu_time() - cpu_started);
+    perf_control(&phase, false);
+    let instances = crate::server::instances_created() - instances_before;
     let after = kv.stats();
     check_packet(addr, &id, total, shares, &told).await?;
     latencies.sort_unstable();
@@ -348,6 +376,10 @@ async fn hot(running: &Running, shares: u32, clients: usize) -> Result<Hot> {
         cas_per_open: (after.swaps - before.swaps) as f64 / f64::from(shares),
         busy_share: f64::from(busy) / f64::from(requests.max(1)),
         empty_after,
+        requests_per_s: f64::from(requests) / elapsed.as_secs_f64(),
+        cpu_per_request: cpu / requests.max(1),
+        requests,
+        instances,
     })
 }
 
@@ -584,20 +616,24 @@ pub async fn run(options: &Options) -> Result<()> {
             let addr = running.addr();
             let mut ceilings = Vec::new();
             for &clients in &client_counts {
-                let rps = ceiling(addr, clients, Duration::from_secs(if options.quick { 1 } else { 3 })).await?;
-                progress(format!("  /healthz ceiling at {clients} clients: {rps:.0} req/s"));
-                ceilings.push((clients, rps));
+                let c = ceiling(addr, clients, Duration::from_secs(if options.quick { 1 } else { 3 })).await?;
+                progress(format!(
+                    "  /healthz ceiling at {clients} clients: {:.0} req/s, p99 {} ms",
+                    c.per_s,
+                    ms(c.p99)
+                ));
+                ceilings.push(c);
             }
             let ceiling_time = Duration::from_secs(if options.quick { 1 } else { 3 });
             let cpu_started = cpu_time();
             let served = || running.timings().into_iter().find(|(c, ..)| c == "healthz").map_or(0, |t| t.1);
             let healthz_before = served();
             perf_control("healthz", true);
-            let before = ceiling(addr, 64, ceiling_time).await?;
+            let before = ceiling(addr, 64, ceiling_time).await?.per_s;
             perf_control("healthz", false);
             let cpu_per_healthz = (cpu_time() - cpu_started) / (served() - healthz_before).max(1) as u32;
             let many = many(&running, packets, 64).await?;
-            let after = ceiling(addr, 64, ceiling_time).await?;
+            let after = ceiling(addr, 64, ceiling_time).await?.per_s;
             progress(format!(
                 "  many packets: {:.0} opens/s; /healthz at 64 clients {before:.0} req/s before, {after:.0} after",
                 many.opens_per_s
@@ -615,11 +651,13 @@ pub async fn run(options: &Options) -> Result<()> {
                 for &clients in &client_counts {
                     let h = hot(&running, s, clients).await?;
                     progress(format!(
-                        "  hot {s} shares, {clients} clients: {:.0} opens/s, p99 {} ms, {:.2} CAS/open, empty after {} ms",
+                        "  hot {s} shares, {clients} clients: {:.0} opens/s, p99 {} ms, {:.2} CAS/open, empty after {} ms, {} requests, {} instances created",
                         h.opens_per_s,
                         ms(h.p99),
                         h.cas_per_open,
-                        ms(h.empty_after)
+                        ms(h.empty_after),
+                        h.requests,
+                        h.instances
                     ));
                     hots.push(h);
                 }
@@ -693,13 +731,13 @@ fn print_report(
     }
     println!();
     println!(
-        "| store | strategy | shares | clients | opens/s | p50 ms | p99 ms (target ≤ 25 at 256) | store calls/open | CAS/open (target ≤ 1.5 at 256) | 429 share | empty after ms |"
+        "| store | strategy | shares | clients | opens/s | p50 ms | p99 ms (target ≤ 25 at 256) | store calls/open | CAS/open (target ≤ 1.5 at 256) | 429 share | empty after ms | grabs+opens/s | CPU µs per grab or open |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in runs {
         for h in &r.hot {
             println!(
-                "| {} | {} | {} | {} | {:.0} | {} | {} | {:.1} | {:.2} | {:.1}% | {} |",
+                "| {} | {} | {} | {} | {:.0} | {} | {} | {:.1} | {:.2} | {:.1}% | {} | {:.0} | {:.0} |",
                 r.backend.name(),
                 r.strategy,
                 h.shares,
@@ -710,7 +748,25 @@ fn print_report(
                 h.calls_per_open,
                 h.cas_per_open,
                 100.0 * h.busy_share,
-                ms(h.empty_after)
+                ms(h.empty_after),
+                h.requests_per_s,
+                h.cpu_per_request.as_secs_f64() * 1e6
+            );
+        }
+    }
+    println!();
+    println!("| store | strategy | clients | /healthz req/s | /healthz p50 ms | /healthz p99 ms |");
+    println!("|---|---|---|---|---|---|");
+    for r in runs {
+        for c in &r.ceiling {
+            println!(
+                "| {} | {} | {} | {:.0} | {} | {} |",
+                r.backend.name(),
+                r.strategy,
+                c.clients,
+                c.per_s,
+                ms(c.p50),
+                ms(c.p99)
             );
         }
     }
@@ -743,7 +799,7 @@ fn chart(runs: &[Run], client_counts: &[usize], path: &Path) -> Result<()> {
         name: "/healthz ceiling".into(),
         color: [90, 90, 90],
         dashed: true,
-        values: runs[0].ceiling.iter().map(|(_, v)| *v).collect(),
+        values: runs[0].ceiling.iter().map(|c| c.per_s).collect(),
     }];
     for (i, r) in runs.iter().enumerate() {
         series.push(crate::chart::Series {
