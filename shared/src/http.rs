@@ -182,8 +182,7 @@ pub const fn endpoints(list: &[Endpoint]) -> u32 {
 /// The secrets a component serving the endpoint set `endpoints` needs: the
 /// only ones spin.toml gives it (least privilege).
 pub fn secrets(endpoints: u32) -> Vec<&'static str> {
-    crate::config::SECRETS
-        .into_iter()
+    crate::config::secrets()
         .filter(|s| Endpoint::ALL.iter().any(|e| endpoints & e.bit() != 0 && e.secret() == *s))
         .collect()
 }
