@@ -171,7 +171,7 @@ async fn start(manifest: &Path, backend: Backend, strategy: &str, state: &Path, 
     serve(app, "127.0.0.1:0".parse()?).await
 }
 
-/// `/healthz` with `connections` clients for `for_how_long`.
+/// `/healthz` at one number of clients: its rate and its latency.
 #[derive(Debug, Clone, Copy)]
 struct Ceiling {
     clients: usize,
@@ -614,9 +614,10 @@ pub async fn run(options: &Options) -> Result<()> {
             let running =
                 start(&manifest, backend, strategy, &state, options.max_instance_concurrent_reuse_count).await?;
             let addr = running.addr();
+            let ceiling_time = Duration::from_secs(if options.quick { 1 } else { 3 });
             let mut ceilings = Vec::new();
             for &clients in &client_counts {
-                let c = ceiling(addr, clients, Duration::from_secs(if options.quick { 1 } else { 3 })).await?;
+                let c = ceiling(addr, clients, ceiling_time).await?;
                 progress(format!(
                     "  /healthz ceiling at {clients} clients: {:.0} req/s, p99 {} ms",
                     c.per_s,
@@ -624,7 +625,6 @@ pub async fn run(options: &Options) -> Result<()> {
                 ));
                 ceilings.push(c);
             }
-            let ceiling_time = Duration::from_secs(if options.quick { 1 } else { 3 });
             let cpu_started = cpu_time();
             let served = || running.timings().into_iter().find(|(c, ..)| c == "healthz").map_or(0, |t| t.1);
             let healthz_before = served();
