@@ -33,6 +33,8 @@ pub struct Options {
     pub chart: Option<PathBuf>,
     /// Requests one instance may serve at once (`spin up`'s flag of the same name).
     pub max_instance_concurrent_reuse_count: usize,
+    /// Requests running in components at once (`up`'s flag of the same name).
+    pub max_running_requests: usize,
     /// Store backends to measure: "memory", "sqlite".
     pub stores: Vec<String>,
     /// Packets of the many-packets phase, if not the default.
@@ -148,7 +150,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn start(manifest: &Path, backend: Backend, strategy: &str, state: &Path, concurrency: usize) -> Result<Running> {
+async fn start(manifest: &Path, backend: Backend, strategy: &str, state: &Path, options: &Options) -> Result<Running> {
     let store = match backend {
         Backend::Memory => StoreChoice::Memory,
         Backend::Durable => {
@@ -166,7 +168,11 @@ async fn start(manifest: &Path, backend: Backend, strategy: &str, state: &Path, 
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    let options = ServeOptions { max_instance_concurrent_reuse_count: concurrency, ..ServeOptions::default() };
+    let options = ServeOptions {
+        max_instance_concurrent_reuse_count: options.max_instance_concurrent_reuse_count,
+        max_running_requests: options.max_running_requests,
+        ..ServeOptions::default()
+    };
     let app = App::load_with(manifest, store, options, |k| vars.get(k).cloned())?;
     serve(app, "127.0.0.1:0".parse()?).await
 }
@@ -587,9 +593,7 @@ pub async fn run(options: &Options) -> Result<()> {
     progress(format!("machine: {}", machine()));
 
     // Per request: instantiation cost and sizes (from the first app loaded).
-    let first =
-        start(&manifest, Backend::Memory, &options.strategies[0], &state, options.max_instance_concurrent_reuse_count)
-            .await?;
+    let first = start(&manifest, Backend::Memory, &options.strategies[0], &state, options).await?;
     let mut instantiate = Vec::new();
     for component in ["healthz", "open"] {
         let mut total = Duration::ZERO;
@@ -611,8 +615,7 @@ pub async fn run(options: &Options) -> Result<()> {
     for backend in backends {
         for strategy in &options.strategies {
             progress(format!("{} store, {strategy} strategy", backend.name()));
-            let running =
-                start(&manifest, backend, strategy, &state, options.max_instance_concurrent_reuse_count).await?;
+            let running = start(&manifest, backend, strategy, &state, options).await?;
             let addr = running.addr();
             let ceiling_time = Duration::from_secs(if options.quick { 1 } else { 3 });
             let mut ceilings = Vec::new();

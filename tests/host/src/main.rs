@@ -49,6 +49,9 @@ enum Command {
         build: bool,
         #[arg(long, default_value_t = 1)]
         max_instance_concurrent_reuse_count: usize,
+        /// Requests running in components at once (`up`'s flag of the same name).
+        #[arg(long, default_value_t = hongbao_host::server::DEFAULT_MAX_RUNNING_REQUESTS)]
+        max_running_requests: usize,
         /// Store backends to measure.
         #[arg(long, value_delimiter = ',', default_value = "memory,sqlite")]
         stores: Vec<String>,
@@ -82,6 +85,9 @@ struct UpArgs {
     /// Seconds an idle instance is kept for reuse.
     #[arg(long, default_value_t = 1.0)]
     idle_instance_timeout: f64,
+    /// Requests running in components at once; more wait in arrival order (0: no bound).
+    #[arg(long, default_value_t = hongbao_host::server::DEFAULT_MAX_RUNNING_REQUESTS)]
+    max_running_requests: usize,
 }
 
 #[global_allocator]
@@ -108,7 +114,16 @@ fn main() -> Result<()> {
             println!("{}", hongbao::auth::sign_payment(&secret("payment_secret")?, body.as_bytes()));
             Ok(())
         }
-        Command::Bench { quick, strategies, chart, build, max_instance_concurrent_reuse_count, stores, packets } => {
+        Command::Bench {
+            quick,
+            strategies,
+            chart,
+            build,
+            max_instance_concurrent_reuse_count,
+            max_running_requests,
+            stores,
+            packets,
+        } => {
             if build {
                 build::build_all(&Manifest::load(&cli.manifest)?, false)?;
             }
@@ -119,6 +134,7 @@ fn main() -> Result<()> {
                 strategies,
                 chart,
                 max_instance_concurrent_reuse_count,
+                max_running_requests,
                 stores,
                 packets,
             };
@@ -146,6 +162,7 @@ async fn up(manifest: PathBuf, args: UpArgs) -> Result<()> {
         max_instance_concurrent_reuse_count: args.max_instance_concurrent_reuse_count,
         idle_instance_timeout: Duration::from_secs_f64(args.idle_instance_timeout),
         request_timeout: None,
+        max_running_requests: args.max_running_requests,
     };
     let app = App::load_with(&manifest, store, options, |k| std::env::var(k).ok())?;
     let admin_token = app.variables.get("admin_token").cloned();

@@ -83,13 +83,23 @@ pub enum StoreChoice {
     Durable(PathBuf),
 }
 
-/// Instance reuse, as `spin up`'s flags of the same names.
+/// Enough to keep every core busy while some requests wait on a durable
+/// store's commit, few enough that a burst reuses a handful of instances.
+pub const DEFAULT_MAX_RUNNING_REQUESTS: usize = 16;
+
+/// Instance reuse, as `spin up`'s flags of the same names, and the bound on
+/// requests running at once.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub max_instance_reuse_count: usize,
     pub max_instance_concurrent_reuse_count: usize,
     pub idle_instance_timeout: Duration,
     pub request_timeout: Option<Duration>,
+    /// Requests running in components at once; the rest wait in arrival
+    /// order, holding no instance, until one finishes (0: no bound). A
+    /// burst of N clients otherwise needs N instances at once (one request
+    /// per instance), and creating them costs more than serving the burst.
+    pub max_running_requests: usize,
 }
 
 impl Default for ServeOptions {
@@ -99,6 +109,7 @@ impl Default for ServeOptions {
             max_instance_concurrent_reuse_count: 1,
             idle_instance_timeout: Duration::from_secs(1),
             request_timeout: None,
+            max_running_requests: DEFAULT_MAX_RUNNING_REQUESTS,
         }
     }
 }
@@ -220,6 +231,7 @@ pub struct App {
     pub component_sizes: Vec<(String, u64)>,
     pub compile_report: Vec<(String, Duration, bool)>,
     pub engine: Engine,
+    pub options: ServeOptions,
     linker_pres: HashMap<String, p3::bindings::ServicePre<HostState>>,
 }
 
@@ -317,6 +329,7 @@ impl App {
             component_sizes,
             compile_report,
             engine,
+            options,
             linker_pres,
         })
     }
@@ -366,6 +379,8 @@ struct Shared {
     app: App,
     next_request: AtomicU64,
     in_flight: AtomicUsize,
+    /// FIFO permits for `max_running_requests` (tokio's semaphore is fair).
+    running: Option<Arc<tokio::sync::Semaphore>>,
     /// Per component: requests answered and total time inside the host
     /// (routing to response ready, network excluded), for the benchmark.
     timings: HashMap<String, (AtomicU64, AtomicU64)>,
@@ -424,7 +439,10 @@ pub async fn serve(app: App, addr: SocketAddr) -> Result<Running> {
     let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let addr = listener.local_addr()?;
     let timings = app.handlers.keys().map(|k| (k.clone(), (AtomicU64::new(0), AtomicU64::new(0)))).collect();
-    let shared = Arc::new(Shared { app, next_request: AtomicU64::new(1), in_flight: AtomicUsize::new(0), timings });
+    let limit = app.options.max_running_requests;
+    let running = (limit > 0).then(|| Arc::new(tokio::sync::Semaphore::new(limit)));
+    let shared =
+        Arc::new(Shared { app, next_request: AtomicU64::new(1), in_flight: AtomicUsize::new(0), running, timings });
     let (stop, mut stopped) = watch::channel(false);
     let accept_shared = Arc::clone(&shared);
     let accept_loop = tokio::spawn(async move {
@@ -487,7 +505,11 @@ async fn handle(shared: Arc<Shared>, req: hyper::Request<Incoming>, client: Sock
     let handler = shared.app.handlers[&component].clone();
     let request_id = shared.next_request.fetch_add(1, Ordering::Relaxed);
     let started = std::time::Instant::now();
-    let outcome = run_component(&handler, Arc::clone(&shared.app.kv), request).await;
+    let permit = match &shared.running {
+        Some(running) => Some(Arc::clone(running).acquire_owned().await.expect("the semaphore is never closed")),
+        None => None,
+    };
+    let outcome = run_component(&handler, Arc::clone(&shared.app.kv), request, permit).await;
     if let Some((count, total)) = shared.timings.get(&component) {
         count.fetch_add(1, Ordering::Relaxed);
         total.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -502,16 +524,18 @@ async fn handle(shared: Arc<Shared>, req: hyper::Request<Incoming>, client: Sock
 }
 
 /// Hands the request to a component instance and waits for its response.
-/// Before the response leaves, everything the request read or wrote in the
-/// key-value store is made durable (one wait, however many calls it made).
-/// The task stays alive until hyper has taken the whole body: the guest
-/// writes it through the store's event loop, which must keep running.
+/// The instance (and the running-requests `permit`) is given back as soon
+/// as the component has written its body, which is read here into memory;
+/// then everything the request read or wrote in the key-value store is made
+/// durable (one wait, however many calls it made) before the response
+/// leaves. A commit therefore holds neither an instance nor a permit.
 async fn run_component(
     handler: &ProxyHandler<ComponentState>,
     kv: Arc<Kv>,
     request: hyper::Request<Body>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<hyper::Response<Body>> {
-    let (tx, rx) = oneshot::channel::<Result<hyper::Response<Body>>>();
+    let (tx, rx) = oneshot::channel::<Result<(hyper::Response<Body>, crate::kv::Ticket)>>();
     handler.spawn(
         None,
         Box::new(move |accessor, proxy| {
@@ -525,15 +549,19 @@ async fn run_component(
                         Err(code) => bail!("the component answered with error code {code:?}"),
                     };
                     let observed = accessor.with(|mut store| store.data_mut().observed);
-                    kv.wait(crate::kv::Ticket(observed)).await.map_err(|e| anyhow!("store: {e}"))?;
-                    accessor.with(|mut store| response.into_http(&mut store, request_done)).map_err(anyhow::Error::from)
+                    let response = accessor
+                        .with(|mut store| response.into_http(&mut store, request_done))
+                        .map_err(anyhow::Error::from)?;
+                    Ok((response, crate::kv::Ticket(observed)))
                 }
                 .await;
                 match answer {
-                    Ok(response) => {
+                    Ok((response, ticket)) => {
+                        // The guest writes the body through this task's event
+                        // loop, so the task lives until the body is taken.
                         let (done_tx, done_rx) = oneshot::channel::<()>();
                         let response = response.map(|body| NotifyOnDrop { body, _done: done_tx }.boxed_unsync());
-                        if tx.send(Ok(response)).is_ok() {
+                        if tx.send(Ok((response, ticket))).is_ok() {
                             let _ = done_rx.await;
                         }
                     }
@@ -541,10 +569,83 @@ async fn run_component(
                         let _ = tx.send(Err(e));
                     }
                 }
+                // The instance is free for the next request now.
+                drop(permit);
             })
         }),
     );
-    rx.await.map_err(|_| anyhow!("the component instance died before answering (trap)"))?
+    let (response, ticket) = rx.await.map_err(|_| anyhow!("the component instance died before answering (trap)"))??;
+    let (parts, body) = response.into_parts();
+    let body = read_response_body(body).await?;
+    kv.wait(ticket).await.map_err(|e| anyhow!("store: {e}"))?;
+    Ok(hyper::Response::from_parts(parts, body))
+}
+
+/// Response bodies up to this size are read into memory before the durability
+/// wait; a larger one keeps its instance until hyper has sent the rest.
+const BUFFERED_RESPONSE: usize = 1 << 20;
+
+/// Reads a component's response body (every frame, trailers too) until it
+/// ends or passes `BUFFERED_RESPONSE`, and answers a body that replays what
+/// was read, then streams whatever is left.
+async fn read_response_body(mut body: Body) -> Result<Body> {
+    let mut frames = std::collections::VecDeque::new();
+    let mut size = 0;
+    while size <= BUFFERED_RESPONSE {
+        match body.frame().await {
+            None => return Ok(Replay { frames, rest: None }.boxed_unsync()),
+            Some(Err(code)) => bail!("the component's response body broke off: {code:?}"),
+            Some(Ok(frame)) => {
+                size += frame.data_ref().map_or(0, |data| data.len());
+                frames.push_back(frame);
+            }
+        }
+    }
+    Ok(Replay { frames, rest: Some(body) }.boxed_unsync())
+}
+
+/// Frames read ahead, then the rest of the body (if any).
+struct Replay {
+    frames: std::collections::VecDeque<http_body::Frame<Bytes>>,
+    rest: Option<Body>,
+}
+
+impl http_body::Body for Replay {
+    type Data = Bytes;
+    type Error = ErrorCode;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, ErrorCode>>> {
+        if let Some(frame) = self.frames.pop_front() {
+            return std::task::Poll::Ready(Some(Ok(frame)));
+        }
+        match self.rest.as_mut() {
+            Some(rest) => std::pin::Pin::new(rest).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty() && self.rest.as_ref().is_none_or(|rest| rest.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let read: u64 = self.frames.iter().filter_map(|f| f.data_ref()).map(|d| d.len() as u64).sum();
+        match &self.rest {
+            None => http_body::SizeHint::with_exact(read),
+            Some(rest) => {
+                let rest = rest.size_hint();
+                let mut hint = http_body::SizeHint::new();
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + read);
+                }
+                hint.set_lower(rest.lower() + read);
+                hint
+            }
+        }
+    }
 }
 
 /// A response body that tells the component task when hyper is done with it.
