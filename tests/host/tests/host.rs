@@ -117,6 +117,30 @@ async fn a_trap_fails_only_its_own_request() {
     assert_eq!(traps_logged(), 60);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn traps_give_back_their_running_permits() {
+    // Two requests may run at once: a trap that kept its permit would leave
+    // the host unable to run anything after the second one.
+    let host = HostProcess::start(&probe().arg("--max-running-requests").arg("2"));
+    let addr = host.addr;
+    for _ in 0..6 {
+        assert_eq!(Client::new(addr).get("/probe/trap", &[]).await.unwrap().status, 500);
+    }
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            tokio::spawn(async move {
+                let path = if i % 8 == 0 { "/probe/trap" } else { "/probe/echo/ok/x" };
+                let reply = tokio::time::timeout(std::time::Duration::from_secs(30), Client::new(addr).get(path, &[]));
+                (path, reply.await.expect("answered while others queued for a permit").unwrap().status)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (path, status) = task.await.unwrap();
+        assert_eq!(status, if path == "/probe/trap" { 500 } else { 200 }, "{path}");
+    }
+}
+
 /// What a Spin 4 HTTP component may import: WASI 0.2 (std), WASI 0.3 rc
 /// (HTTP), wasi:keyvalue draft2 and wasi:config, no outbound anything else.
 fn allowed_import(name: &str) -> bool {
