@@ -1,9 +1,11 @@
 //! Serving: the app (manifest, router, compiled components, store), and the
 //! request path, top to bottom:
 //!
-//! accept → `handle` → route → spin-* headers → the component's
-//! `ProxyHandler` (a pre-instantiated component; instances are reused for
-//! sequential requests, as Spin 4 does for WASI 0.3) → WASI response → hyper.
+//! accept → `handle` → route → spin-* headers → a running-request permit
+//! (at most `max_running_requests` at once, granted in arrival order) → the
+//! component's `ProxyHandler` (a pre-instantiated component; instances are
+//! reused for sequential requests, as Spin 4 does for WASI 0.3) → WASI
+//! response, its body read into memory → durability wait → hyper.
 //!
 //! A trap or a guest error becomes a 500 with a request id in the log. Each
 //! instance serves one request at a time (`max_instance_concurrent_reuse_count`
