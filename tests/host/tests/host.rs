@@ -130,7 +130,8 @@ async fn traps_give_back_their_running_permits() {
         .map(|i| {
             tokio::spawn(async move {
                 let path = if i % 8 == 0 { "/probe/trap" } else { "/probe/echo/ok/x" };
-                let reply = tokio::time::timeout(std::time::Duration::from_secs(30), Client::new(addr).get(path, &[]));
+                let mut client = Client::new(addr);
+                let reply = tokio::time::timeout(std::time::Duration::from_secs(30), client.get(path, &[]));
                 (path, reply.await.expect("answered while others queued for a permit").unwrap().status)
             })
         })
