@@ -63,10 +63,15 @@ pub struct Mutation {
     pub seq: u64,
 }
 
+/// A map keyed by strings, hashed with foldhash (seeded per process), the
+/// hasher hashbrown itself defaults to: SipHash showed in the open phase's
+/// profile, for keys our own components build.
+type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// label → key → entry. Nested so lookups borrow `&str` and allocate nothing.
 #[derive(Default)]
 struct State {
-    entries: HashMap<String, HashMap<String, Entry>>,
+    entries: Map<Map<Entry>>,
     next_seq: u64,
     /// The latest delete: a read that finds nothing depends on it (the key
     /// may be absent only because of a delete that is not durable yet).
@@ -110,7 +115,7 @@ impl Kv {
     /// A store that lives and dies with the process (`--memory`).
     pub fn in_memory() -> Kv {
         Kv {
-            state: Mutex::new(State { entries: HashMap::new(), next_seq: 1, last_delete: 0 }),
+            state: Mutex::new(State { entries: Map::default(), next_seq: 1, last_delete: 0 }),
             journal: None,
             stats: Stats::default(),
         }
@@ -119,7 +124,7 @@ impl Kv {
     /// A durable store: loads every row of the journal's database, then
     /// journals every mutation.
     pub fn durable(journal: sqlite::Journal) -> Result<Kv, KvError> {
-        let mut entries: HashMap<String, HashMap<String, Entry>> = HashMap::new();
+        let mut entries: Map<Map<Entry>> = Map::default();
         for (label, key, value) in journal.load()? {
             entries.entry(label).or_default().insert(key, Entry { value: Value::Bytes(value), seq: 1 });
         }

@@ -103,8 +103,9 @@ pub fn add_to_linker<T: Send + 'static>(
 }
 
 impl KvView<'_> {
-    fn bucket(&self, bucket: &Resource<Bucket>) -> Result<String, StoreFault> {
-        Ok(self.table.get(bucket)?.label.clone())
+    /// The bucket's label and the store, borrowed (no copy per call).
+    fn bucket(&self, bucket: &Resource<Bucket>) -> Result<(&str, &Kv), StoreFault> {
+        Ok((&self.table.get(bucket)?.label, &self.ctx.kv))
     }
 }
 
@@ -118,26 +119,26 @@ impl KvView<'_> {
 
 impl store::HostBucket for KvView<'_> {
     fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Option<Vec<u8>>, StoreFault> {
-        let label = self.bucket(&bucket)?;
-        let read = self.ctx.kv.get(&label, &key)?;
+        let (label, kv) = self.bucket(&bucket)?;
+        let read = kv.get(label, &key)?;
         Ok(self.note(read))
     }
 
     fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Result<(), StoreFault> {
-        let label = self.bucket(&bucket)?;
-        let ticket = self.ctx.kv.set(&label, &key, value)?;
+        let (label, kv) = self.bucket(&bucket)?;
+        let ticket = kv.set(label, &key, value)?;
         Ok(self.note(((), ticket)))
     }
 
     fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<(), StoreFault> {
-        let label = self.bucket(&bucket)?;
-        let ticket = self.ctx.kv.delete(&label, &key)?;
+        let (label, kv) = self.bucket(&bucket)?;
+        let ticket = kv.delete(label, &key)?;
         Ok(self.note(((), ticket)))
     }
 
     fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Result<bool, StoreFault> {
-        let label = self.bucket(&bucket)?;
-        let read = self.ctx.kv.exists(&label, &key)?;
+        let (label, kv) = self.bucket(&bucket)?;
+        let read = kv.exists(label, &key)?;
         Ok(self.note(read))
     }
 
@@ -150,8 +151,8 @@ impl store::HostBucket for KvView<'_> {
             // As in Spin: one page holds every key.
             return Err(StoreFault::Guest(store::Error::Other("list_keys: cursor not supported".into())));
         }
-        let label = self.bucket(&bucket)?;
-        let read = self.ctx.kv.list_keys(&label)?;
+        let (label, kv) = self.bucket(&bucket)?;
+        let read = kv.list_keys(label)?;
         let keys = self.note(read);
         Ok(store::KeyResponse { keys, cursor: None })
     }
@@ -183,16 +184,13 @@ impl store::Host for KvView<'_> {
 
 impl atomics::HostCas for KvView<'_> {
     fn new(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Resource<Cas>, StoreFault> {
-        let label = self.bucket(&bucket)?;
+        let label = self.bucket(&bucket)?.0.to_owned();
         Ok(self.table.push(Cas { label, key, seen: None })?)
     }
 
     fn current(&mut self, cas: Resource<Cas>) -> Result<Option<Vec<u8>>, StoreFault> {
-        let (label, key) = {
-            let cas = self.table.get(&cas)?;
-            (cas.label.clone(), cas.key.clone())
-        };
-        let (value, seq, ticket) = self.ctx.kv.current(&label, &key)?;
+        let handle = self.table.get(&cas)?;
+        let (value, seq, ticket) = self.ctx.kv.current(&handle.label, &handle.key)?;
         self.table.get_mut(&cas)?.seen = Some(seq);
         Ok(self.note((value, ticket)))
     }
@@ -205,8 +203,8 @@ impl atomics::HostCas for KvView<'_> {
 
 impl atomics::Host for KvView<'_> {
     fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: i64) -> Result<i64, StoreFault> {
-        let label = self.bucket(&bucket)?;
-        let counted = self.ctx.kv.increment(&label, &key, delta)?;
+        let (label, kv) = self.bucket(&bucket)?;
+        let counted = kv.increment(label, &key, delta)?;
         Ok(self.note(counted))
     }
 
@@ -236,25 +234,25 @@ impl batch::Host for KvView<'_> {
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> Result<Vec<(String, Option<Vec<u8>>)>, StoreFault> {
-        let label = self.bucket(&bucket)?;
-        let read = self.ctx.kv.get_many(&label, &keys)?;
+        let (label, kv) = self.bucket(&bucket)?;
+        let read = kv.get_many(label, &keys)?;
         Ok(self.note(read))
     }
 
     fn set_many(&mut self, bucket: Resource<Bucket>, key_values: Vec<(String, Vec<u8>)>) -> Result<(), StoreFault> {
-        let label = self.bucket(&bucket)?;
+        let (label, kv) = self.bucket(&bucket)?;
         let mut last = Ticket(0);
         for (key, value) in key_values {
-            last = last.max(self.ctx.kv.set(&label, &key, value)?);
+            last = last.max(kv.set(label, &key, value)?);
         }
         Ok(self.note(((), last)))
     }
 
     fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Result<(), StoreFault> {
-        let label = self.bucket(&bucket)?;
+        let (label, kv) = self.bucket(&bucket)?;
         let mut last = Ticket(0);
         for key in keys {
-            last = last.max(self.ctx.kv.delete(&label, &key)?);
+            last = last.max(kv.delete(label, &key)?);
         }
         Ok(self.note(((), last)))
     }
