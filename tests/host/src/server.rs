@@ -85,8 +85,9 @@ pub enum StoreChoice {
     Durable(PathBuf),
 }
 
-/// Enough to keep every core busy while some requests wait on a durable
-/// store's commit, few enough that a burst reuses a handful of instances.
+/// Enough to keep both cores busy while some running requests sleep (CAS
+/// backoff), few enough that a burst reuses a handful of instances; the
+/// bench found 16 better than 8, 32 or 64. (The commit wait holds no permit.)
 pub const DEFAULT_MAX_RUNNING_REQUESTS: usize = 16;
 
 /// Instance reuse, as `spin up`'s flags of the same names, and the bound on

@@ -19,7 +19,7 @@ use super::{KvError, Mutation, Ticket};
 use rusqlite::{Connection, params};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use tokio::sync::watch;
 
@@ -35,7 +35,7 @@ struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     durable: watch::Sender<u64>,
-    commits: std::sync::atomic::AtomicU64,
+    commits: AtomicU64,
     /// Frames in the WAL at the last checkpoint (its own report).
     wal_frames: AtomicI64,
     /// Set on drop: the checkpointer's last round.
