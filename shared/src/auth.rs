@@ -4,11 +4,14 @@
 //!   `sub` (a valid user id) and `exp` (unix seconds, in the future);
 //! * admins: `Authorization: Bearer <admin_token>`, compared in constant time;
 //! * the payment system: `x-payment-signature: sha256=<hex HMAC-SHA256 of the raw body>`;
-//! * tickets: grab hands out `{packet}.{user}.{expires}.{mac}`, an HMAC under a
-//!   key derived from `auth_secret`, so open verifies it without a store read.
+//! * tickets: grab hands out `{packet}.{user}.{expires}[.{facts}].{mac}`, an
+//!   HMAC under a key derived from `auth_secret`, so open verifies it without
+//!   a store read. The facts are the packet's terms that never change once it
+//!   is paid (see `PacketFacts`), so a cursor open need not read the packet.
 
 use crate::error::Error;
 use crate::id::valid_user;
+use crate::record::Strategy;
 use crate::time::Timestamp;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
@@ -154,31 +157,85 @@ fn ticket_key(auth_secret: &str) -> Vec<u8> {
     mac(auth_secret.as_bytes(), &[b"hongbao grab ticket v1"]).finalize().into_bytes().to_vec()
 }
 
-/// A grab ticket binding (packet, user, expiry).
-pub fn issue_ticket(auth_secret: &str, packet_id: &str, user: &str, expires_at: Timestamp) -> String {
-    let body = format!("{packet_id}.{user}.{}", expires_at.0);
+/// What grab saw of a paid packet that open needs and that can never change
+/// afterwards: how opens serialize, the share count, when it expires and who
+/// sent it. Signed into the ticket, so a cursor open skips reading the packet
+/// record (status changes after payment are either visible in the cursor and
+/// share records, or follow from `expires_at`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PacketFacts {
+    pub strategy: Strategy,
+    pub count: u32,
+    pub expires_at: Timestamp,
+    pub sender: String,
+}
+
+impl PacketFacts {
+    /// `{c|s}{count}.{expires_at}.{sender}`: no field holds a `.` (user ids
+    /// cannot), so the ticket still splits on dots.
+    fn encode(&self) -> String {
+        let strategy = match self.strategy {
+            Strategy::Cas => 's',
+            Strategy::Cursor => 'c',
+        };
+        format!("{strategy}{}.{}.{}", self.count, self.expires_at.0, self.sender)
+    }
+
+    fn decode(count: &str, expires_at: &str, sender: &str) -> Option<PacketFacts> {
+        let strategy = match count.as_bytes().first()? {
+            b's' => Strategy::Cas,
+            b'c' => Strategy::Cursor,
+            _ => return None,
+        };
+        Some(PacketFacts {
+            strategy,
+            count: count[1..].parse().ok()?,
+            expires_at: Timestamp(expires_at.parse().ok()?),
+            sender: valid_user(sender).then(|| sender.to_owned())?,
+        })
+    }
+}
+
+/// A grab ticket binding (packet, user, expiry), and the packet's facts if
+/// given (tickets without them make open read the packet).
+pub fn issue_ticket(
+    auth_secret: &str,
+    packet_id: &str,
+    user: &str,
+    expires_at: Timestamp,
+    facts: Option<&PacketFacts>,
+) -> String {
+    let mut body = format!("{packet_id}.{user}.{}", expires_at.0);
+    if let Some(facts) = facts {
+        body.push('.');
+        body.push_str(&facts.encode());
+    }
     let code = keyed_mac(auth_secret, |k| &k.ticket, &[body.as_bytes()]).finalize().into_bytes();
     format!("{body}.{}", base64url_encode(&code))
 }
 
-/// Open's check: the ticket is ours, for this packet and user, and not expired.
+/// Open's check: the ticket is ours, for this packet and user, and not
+/// expired. Returns the packet facts it carries, if any.
 pub fn verify_ticket(
     auth_secret: &str,
     ticket: &str,
     packet_id: &str,
     user: &str,
     now: Timestamp,
-) -> Result<(), Error> {
-    let (body, code) = ticket.rsplit_once('.').ok_or(Error::InvalidTicket("malformed ticket"))?;
-    let code = base64url_decode(code).ok_or(Error::InvalidTicket("malformed ticket"))?;
+) -> Result<Option<PacketFacts>, Error> {
+    let malformed = Error::InvalidTicket("malformed ticket");
+    let (body, code) = ticket.rsplit_once('.').ok_or(malformed.clone())?;
+    let code = base64url_decode(code).ok_or(malformed.clone())?;
     keyed_mac(auth_secret, |k| &k.ticket, &[body.as_bytes()])
         .verify_slice(&code)
         .map_err(|_| Error::InvalidTicket("forged ticket"))?;
-    let mut fields = body.split('.');
-    let (Some(packet), Some(holder), Some(expires), None) =
-        (fields.next(), fields.next(), fields.next(), fields.next())
-    else {
-        return Err(Error::InvalidTicket("malformed ticket"));
+    let fields: Vec<&str> = body.split('.').collect();
+    let (packet, holder, expires, facts) = match fields[..] {
+        [packet, holder, expires] => (packet, holder, expires, None),
+        [packet, holder, expires, count, expires_at, sender] => {
+            (packet, holder, expires, Some(PacketFacts::decode(count, expires_at, sender).ok_or(malformed.clone())?))
+        }
+        _ => return Err(malformed),
     };
     if packet != packet_id {
         return Err(Error::InvalidTicket("ticket is for another packet"));
@@ -186,11 +243,11 @@ pub fn verify_ticket(
     if holder != user {
         return Err(Error::InvalidTicket("ticket belongs to another user"));
     }
-    let expires: i64 = expires.parse().map_err(|_| Error::InvalidTicket("malformed ticket"))?;
+    let expires: i64 = expires.parse().map_err(|_| malformed)?;
     if now.0 >= expires {
         return Err(Error::InvalidTicket("ticket expired"));
     }
-    Ok(())
+    Ok(facts)
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -311,11 +368,11 @@ mod tests {
     fn keyed_macs_match_fresh_ones_whatever_secret_came_before() {
         let long = "a secret longer than one SHA-256 block, so HMAC hashes it first: 0123456789";
         for secret in ["a", "b", "a", long, "a"] {
-            let ticket = issue_ticket(secret, "pkt", "u", NOW);
+            let ticket = issue_ticket(secret, "pkt", "u", NOW, None);
             let (body, code) = ticket.rsplit_once('.').unwrap();
             let fresh = mac(&ticket_key(secret), &[body.as_bytes()]).finalize().into_bytes();
             assert_eq!(base64url_decode(code), Some(fresh.to_vec()), "{secret}");
-            assert_eq!(verify_ticket(secret, &ticket, "pkt", "u", NOW.plus_seconds(-1)), Ok(()));
+            assert_eq!(verify_ticket(secret, &ticket, "pkt", "u", NOW.plus_seconds(-1)), Ok(None));
             let token = sign_user_token(secret, "u", NOW.plus_seconds(60));
             assert_eq!(verify_user(Some(&format!("Bearer {token}")), secret, NOW), Ok("u".into()));
             assert!(verify_user(Some(&format!("Bearer {token}")), "c", NOW).is_err());
@@ -344,8 +401,8 @@ mod tests {
 
     #[test]
     fn tickets_bind_packet_user_and_time() {
-        let t = issue_ticket("k", "pkt", "alice", NOW.plus_seconds(60));
-        assert_eq!(verify_ticket("k", &t, "pkt", "alice", NOW), Ok(()));
+        let t = issue_ticket("k", "pkt", "alice", NOW.plus_seconds(60), None);
+        assert_eq!(verify_ticket("k", &t, "pkt", "alice", NOW), Ok(None));
         assert!(verify_ticket("k", &t, "pkt", "bob", NOW).is_err());
         assert!(verify_ticket("k", &t, "other", "alice", NOW).is_err());
         assert!(verify_ticket("k", &t, "pkt", "alice", NOW.plus_seconds(60)).is_err());
@@ -353,5 +410,41 @@ mod tests {
         let forged = t.replacen("alice", "bob", 1);
         assert!(verify_ticket("k", &forged, "pkt", "bob", NOW).is_err());
         assert!(verify_ticket("k", "", "pkt", "alice", NOW).is_err());
+    }
+
+    #[test]
+    fn tickets_carry_signed_packet_facts() {
+        let facts = PacketFacts {
+            strategy: Strategy::Cursor,
+            count: 1000,
+            expires_at: NOW.plus_seconds(86_400),
+            sender: "bob".into(),
+        };
+        let t = issue_ticket("k", "pkt", "alice", NOW.plus_seconds(60), Some(&facts));
+        assert_eq!(verify_ticket("k", &t, "pkt", "alice", NOW), Ok(Some(facts.clone())));
+        let cas = PacketFacts { strategy: Strategy::Cas, ..facts.clone() };
+        let t2 = issue_ticket("k", "pkt", "alice", NOW.plus_seconds(60), Some(&cas));
+        assert_eq!(verify_ticket("k", &t2, "pkt", "alice", NOW), Ok(Some(cas)));
+        // The facts are signed: changing any of them forges the ticket.
+        for (from, to) in [(".c1000.", ".c9999."), (".c1000.", ".s1000."), (".bob.", ".eve.")] {
+            let forged = t.replacen(from, to, 1);
+            assert_ne!(forged, t);
+            assert_eq!(verify_ticket("k", &forged, "pkt", "alice", NOW), Err(Error::InvalidTicket("forged ticket")));
+        }
+        // Signed but malformed facts are refused, not misread.
+        for body in [
+            "pkt.alice.9999999999.x1.2.bob",
+            "pkt.alice.9999999999.c1.2",
+            "pkt.alice.9999999999.c1.2.b.b",
+            "pkt.alice.9999999999.c1.zz.bob",
+        ] {
+            let code = keyed_mac("k", |k| &k.ticket, &[body.as_bytes()]).finalize().into_bytes();
+            let signed = format!("{body}.{}", base64url_encode(&code));
+            assert_eq!(
+                verify_ticket("k", &signed, "pkt", "alice", NOW),
+                Err(Error::InvalidTicket("malformed ticket")),
+                "{body}"
+            );
+        }
     }
 }

@@ -131,6 +131,16 @@ impl Packet {
         Fen::sum(self.claims.iter().map(|c| c.amount_fen)).unwrap_or(Fen(u64::MAX))
     }
 
+    /// The terms a grab ticket carries to open (`None` before payment).
+    pub fn facts(&self) -> Option<crate::auth::PacketFacts> {
+        Some(crate::auth::PacketFacts {
+            strategy: self.strategy,
+            count: self.count,
+            expires_at: self.expires_at?,
+            sender: self.sender.clone(),
+        })
+    }
+
     /// Expired by the clock, whether or not the sweep has run yet.
     pub fn is_past_expiry(&self, now: Timestamp) -> bool {
         self.expires_at.is_some_and(|at| now >= at)

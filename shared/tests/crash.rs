@@ -57,8 +57,29 @@ fn pay(store: &impl Store, config: &Config, id: &PacketId) -> Result<(), Error> 
         .map(drop)
 }
 
-fn open_as(store: &impl Store, config: &Config, id: &PacketId, user: &str) -> Result<(), Error> {
-    let ticket = auth::issue_ticket(config.auth_secret().unwrap(), id.as_str(), user, T0.plus_seconds(70));
+/// The plain store under a test store: what a grab saw, read without
+/// counting as one of the operation's store calls.
+trait Plain {
+    fn plain(&self) -> &MemoryStore;
+}
+
+impl Plain for MemoryStore {
+    fn plain(&self) -> &MemoryStore {
+        self
+    }
+}
+
+impl Plain for FaultyStore<&MemoryStore> {
+    fn plain(&self) -> &MemoryStore {
+        self.inner()
+    }
+}
+
+/// Opens with a ticket as grab issues it (carrying the packet's facts).
+fn open_as(store: &(impl Store + Plain), config: &Config, id: &PacketId, user: &str) -> Result<(), Error> {
+    let facts = load(store.plain(), id).facts();
+    let ticket =
+        auth::issue_ticket(config.auth_secret().unwrap(), id.as_str(), user, T0.plus_seconds(70), facts.as_ref());
     svc(store, config, T0.plus_seconds(10)).open(id, user, &ticket).map(drop)
 }
 

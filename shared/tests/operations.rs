@@ -113,7 +113,7 @@ fn grab_and_open_follow_the_contract() {
         grab_and_open(&store, &config, env(T0, 1), &id, user).unwrap();
     }
     // Grabbed before the last share went: the ticket is good, the packet is empty.
-    let late_ticket = auth::issue_ticket(config.auth_secret().unwrap(), id.as_str(), "u4", T0.plus_seconds(60));
+    let late_ticket = auth::issue_ticket(config.auth_secret().unwrap(), id.as_str(), "u4", T0.plus_seconds(60), None);
     assert_eq!(open("u4", &late_ticket, T0), Err(Error::Exhausted));
     assert_eq!(svc(&store, &config, T0).grab(&id, "u4").unwrap_err(), Error::Exhausted);
     let view = svc(&store, &config, T0).query(&id).unwrap();
@@ -260,4 +260,46 @@ fn sweeps_skip_finished_day_tables() {
     let report = svc(&store, &config, later.plus_seconds(5 * DAY)).expire().unwrap();
     assert_eq!((report.scanned, report.refunded, report.refund_fen), (1, 1, 100));
     assert_eq!(load(&store, &newer).status, Status::Refunded);
+}
+
+#[test]
+fn a_cursor_open_takes_the_packet_facts_from_the_ticket() {
+    use hongbao::store::faulty::{Faults, FaultyStore};
+    let (store, config) = (memory(), cursor_config());
+    let id = paid_packet(&store, &config, T0, "s", Kind::Lucky, 300, 3);
+    let counted = FaultyStore::new(&store, Faults::default());
+    let calls_of = |user: &str, ticket: &str| {
+        let before = counted.calls();
+        let opened = svc(&counted, &config, T0.plus_seconds(1)).open(&id, user, ticket).unwrap();
+        (opened, counted.calls() - before)
+    };
+    let secret = config.auth_secret().unwrap();
+    // As grab issues it: the facts are signed in, and open skips the packet
+    // read. (Grabbed in the opens' second, so neither open starts a new
+    // admission window, which costs a delete.)
+    let grabbed = svc(&store, &config, T0.plus_seconds(1)).grab(&id, "u1").unwrap();
+    let (with_facts, calls_with) = calls_of("u1", &grabbed.ticket);
+    // A ticket without facts (issued before they existed) still opens.
+    let bare = auth::issue_ticket(secret, id.as_str(), "u2", T0.plus_seconds(60), None);
+    let (without, calls_without) = calls_of("u2", &bare);
+    assert_eq!(calls_with + 1, calls_without, "the facts replace the packet read");
+    assert_eq!((with_facts.claim.seq, with_facts.remaining_count), (1, 2));
+    assert_eq!((without.claim.seq, without.remaining_count), (2, 1));
+    let view = svc(&store, &config, T0.plus_seconds(1)).received("u1", T0.day()).unwrap();
+    assert_eq!(view.items[0].sender, "s", "the received record names the sender from the facts");
+
+    // Past the packet's expiry the facts alone refuse the open; after the
+    // sweep has sealed the free share, so does the share record.
+    let expires_at = load(&store, &id).expires_at.unwrap();
+    let late = svc(&store, &config, expires_at.plus_seconds(-1)).grab(&id, "u3").unwrap();
+    assert_eq!(svc(&store, &config, expires_at).open(&id, "u3", &late.ticket).unwrap_err(), Error::Expired);
+    svc(&store, &config, expires_at).expire().unwrap();
+    assert_eq!(
+        svc(&store, &config, expires_at.plus_seconds(-1)).open(&id, "u3", &late.ticket).unwrap_err(),
+        Error::Expired
+    );
+    let packet = load(&store, &id);
+    assert_invariants(&packet);
+    let refund = 300 - with_facts.claim.amount_fen - without.claim.amount_fen;
+    assert_eq!((packet.claims.len(), packet.refund_fen), (2, Some(Fen(refund))));
 }

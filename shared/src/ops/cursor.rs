@@ -4,7 +4,8 @@
 //! only by pay, settle (collecting claims) and expiry.
 //!
 //! Open's store calls, and what a crash after each leaves:
-//! 1. `get` the packet (status, expiry).
+//! 1. `get` the packet (status, expiry), unless the grab ticket carries its
+//!    facts (`auth::PacketFacts`: count, expiry, sender, fixed once paid).
 //! 2. `increment` the user's open marker: 1 means first attempt; more means
 //!    a replay (see `replay`). Crash: the user's later opens answer 429 busy
 //!    until expiry (an attempt may be in flight; taking a second share could
@@ -22,12 +23,40 @@
 
 use super::Service;
 use super::packet::{Taken, decode_existing};
+use crate::auth::PacketFacts;
 use crate::error::Error;
 use crate::id::PacketId;
 use crate::keys;
 use crate::record::{Claim, Packet, Share, ShareState, Status};
 use crate::state::{self, ShareClaimed};
 use crate::store::{Step, Store, update};
+use crate::time::Timestamp;
+
+/// What grab and open need of a cursor packet: read from its record, or
+/// taken from the grab ticket's signed facts.
+pub(super) struct Terms {
+    pub count: u32,
+    pub status: Status,
+    pub expires_at: Option<Timestamp>,
+    pub sender: String,
+}
+
+impl Terms {
+    pub fn of(p: &Packet) -> Terms {
+        Terms { count: p.count, status: p.status, expires_at: p.expires_at, sender: p.sender.clone() }
+    }
+
+    /// A ticket is only issued for a paid packet, and after payment the
+    /// record's status changes only to exhausted (which the cursor shows
+    /// anyway) or, once past `expires_at`, to expired and refunded.
+    pub fn from_facts(facts: PacketFacts) -> Terms {
+        Terms { count: facts.count, status: Status::Active, expires_at: Some(facts.expires_at), sender: facts.sender }
+    }
+
+    fn is_past_expiry(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
+}
 
 impl<S: Store> Service<'_, S> {
     /// Every share record of a cursor-strategy packet, in order.
@@ -88,12 +117,12 @@ impl<S: Store> Service<'_, S> {
     }
 
     /// Shares not yet handed out.
-    fn untaken(&self, id: &PacketId, packet: &Packet) -> Result<u32, Error> {
+    fn untaken(&self, id: &PacketId, packet: &Terms) -> Result<u32, Error> {
         let taken = self.store.increment(&keys::cursor(id), 0)?.clamp(0, i64::from(packet.count));
         Ok(packet.count - taken as u32)
     }
 
-    pub(super) fn cursor_grab(&mut self, id: &PacketId, packet: &Packet, user: &str) -> Result<u32, Error> {
+    pub(super) fn cursor_grab(&mut self, id: &PacketId, packet: &Terms, user: &str) -> Result<u32, Error> {
         match self.mapped(id, user)? {
             Some(Mapped::Claimed(claim)) => return Err(Error::AlreadyClaimed(claim)),
             Some(Mapped::Exhausted) => return Err(Error::Exhausted),
@@ -111,7 +140,7 @@ impl<S: Store> Service<'_, S> {
         }
     }
 
-    pub(super) fn cursor_open(&mut self, id: &PacketId, packet: &Packet, user: &str) -> Result<Taken, Error> {
+    pub(super) fn cursor_open(&mut self, id: &PacketId, packet: &Terms, user: &str) -> Result<Taken, Error> {
         let now = self.env.now;
         if self.store.increment(&keys::open_marker(id, user), 1)? > 1 {
             return self.replay(id, packet, user);
@@ -131,7 +160,7 @@ impl<S: Store> Service<'_, S> {
     }
 
     /// A second open by the same user: answer the claim if there is one.
-    fn replay(&mut self, id: &PacketId, packet: &Packet, user: &str) -> Result<Taken, Error> {
+    fn replay(&mut self, id: &PacketId, packet: &Terms, user: &str) -> Result<Taken, Error> {
         let taken =
             |claim, remaining_count| Taken { claim, remaining_count, sender: packet.sender.clone(), fresh: false };
         match self.mapped(id, user)? {
@@ -155,7 +184,10 @@ impl<S: Store> Service<'_, S> {
         }
         check_open(packet, self.env.now)?;
         if shares.iter().all(|s| s.state != ShareState::Free) {
-            return Err(Error::Exhausted);
+            // A sealed share was never claimed: the packet expired. (The
+            // ticket's facts cannot say so when the clock here lags the sweep's.)
+            let sealed = shares.iter().any(|s| s.state == ShareState::Sealed);
+            return Err(if sealed { Error::Expired } else { Error::Exhausted });
         }
         // The first attempt is between its marker and its mapping (or died
         // there) and may hold a share: taking another could give this user two.
@@ -205,7 +237,7 @@ enum Mapped {
 }
 
 /// The status checks shared by grab and open.
-fn check_open(p: &Packet, now: crate::time::Timestamp) -> Result<(), Error> {
+fn check_open(p: &Terms, now: Timestamp) -> Result<(), Error> {
     match p.status {
         Status::AwaitingPayment => Err(Error::NotSent),
         Status::Expired | Status::Refunded => Err(Error::Expired),

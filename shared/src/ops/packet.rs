@@ -1,6 +1,7 @@
 //! wrap (包), pay (发), grab (抢), open (拆) and query (查).
 
 use super::Service;
+use super::cursor::Terms;
 use crate::api::{PaymentRequest, WrapRequest};
 use crate::auth;
 use crate::error::Error;
@@ -136,11 +137,11 @@ impl<S: Store> Service<'_, S> {
         let packet = self.load(id)?;
         let remaining_count = match packet.strategy {
             Strategy::Cas => state::grab(&packet, user, self.env.now)?,
-            Strategy::Cursor => self.cursor_grab(id, &packet, user)?,
+            Strategy::Cursor => self.cursor_grab(id, &Terms::of(&packet), user)?,
         };
         let expires = self.env.now.plus_seconds(auth::TICKET_TTL_SECONDS);
         Ok(GrabView {
-            ticket: auth::issue_ticket(self.config.auth_secret()?, id.as_str(), user, expires),
+            ticket: auth::issue_ticket(self.config.auth_secret()?, id.as_str(), user, expires, packet.facts().as_ref()),
             ticket_expires_at: expires.to_rfc3339(),
             remaining_count,
         })
@@ -158,19 +159,27 @@ impl<S: Store> Service<'_, S> {
     /// leaves the received record missing: opening again, or settle, writes it.
     pub fn open(&mut self, id: &PacketId, user: &str, ticket: &str) -> Result<OpenView, Error> {
         let now = self.env.now;
-        auth::verify_ticket(self.config.auth_secret()?, ticket, id.as_str(), user, now)?;
+        let facts = auth::verify_ticket(self.config.auth_secret()?, ticket, id.as_str(), user, now)?;
         self.admit(id)?;
-        // The packet's own strategy decides. Most packets were wrapped under
-        // the current configuration: a CAS open reads the record inside its
-        // loop (and hands a cursor packet over), a cursor open reads it first.
-        let taken = if self.config.open_strategy == Strategy::Cursor {
-            let packet = self.load(id)?;
-            match packet.strategy {
-                Strategy::Cursor => self.cursor_open(id, &packet, user)?,
-                Strategy::Cas => self.cas_open(id, user)?,
+        // The packet's own strategy decides, as the grab ticket states it
+        // (then a cursor open never reads the packet record). Without facts
+        // (a ticket from before they were signed in): most packets were
+        // wrapped under the current configuration, so a CAS open reads the
+        // record inside its loop (and hands a cursor packet over), a cursor
+        // open reads it first.
+        let taken = match facts {
+            Some(facts) if facts.strategy == Strategy::Cursor => {
+                self.cursor_open(id, &Terms::from_facts(facts), user)?
             }
-        } else {
-            self.cas_open(id, user)?
+            Some(_) => self.cas_open(id, user)?,
+            None if self.config.open_strategy == Strategy::Cursor => {
+                let packet = self.load(id)?;
+                match packet.strategy {
+                    Strategy::Cursor => self.cursor_open(id, &Terms::of(&packet), user)?,
+                    Strategy::Cas => self.cas_open(id, user)?,
+                }
+            }
+            None => self.cas_open(id, user)?,
         };
         let Taken { claim, remaining_count, sender, fresh } = taken;
         let item = ReceivedItem {
@@ -214,7 +223,7 @@ impl<S: Store> Service<'_, S> {
             // A cursor-strategy packet (wrapped under another configuration).
             Ok(None) => {
                 let packet = self.load(id)?;
-                return self.cursor_open(id, &packet, user);
+                return self.cursor_open(id, &Terms::of(&packet), user);
             }
             Err(e) => Err(e),
         };

@@ -86,7 +86,14 @@ pub fn grab_and_open<S: Store>(
         Ok(grabbed) => grabbed.ticket,
         // Already claimed: open answers the same claim again with any valid ticket.
         Err(Error::AlreadyClaimed(_)) => {
-            hongbao::auth::issue_ticket(config.auth_secret().unwrap(), id.as_str(), user, s.env.now.plus_seconds(60))
+            let facts = load(store, id).facts();
+            hongbao::auth::issue_ticket(
+                config.auth_secret().unwrap(),
+                id.as_str(),
+                user,
+                s.env.now.plus_seconds(60),
+                facts.as_ref(),
+            )
         }
         Err(e) => return Err(e),
     };
