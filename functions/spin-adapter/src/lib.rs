@@ -128,7 +128,10 @@ async fn respond(r: hongbao::http::Response) -> Result<Response, ErrorCode> {
     let (mut writer, reader) = wasip3::wit_stream::new::<u8>();
     let (trailers_writer, trailers) = wasip3::wit_future::new(|| Ok(None));
     let (response, _sent) = Response::new(headers, Some(reader), trailers);
-    response.set_status_code(r.status).map_err(|()| ErrorCode::InternalError(Some("bad status".into())))?;
+    // A new response is 200 already: one host call fewer for most answers.
+    if r.status != 200 {
+        response.set_status_code(r.status).map_err(|()| ErrorCode::InternalError(Some("bad status".into())))?;
+    }
     let body = r.body;
     wasip3::wit_bindgen::spawn(async move {
         writer.write_all(body).await;
