@@ -56,9 +56,14 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(2
 /// keeping up: the writer then checkpoints and rewinds it itself.
 const WAL_LIMIT_FRAMES: i64 = 40_000;
 
-/// `PRAGMA wal_checkpoint(MODE)`: (busy, frames in the WAL, frames copied back).
-fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64, i64)> {
-    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+/// `PRAGMA wal_checkpoint(MODE)`, noting the WAL's length it reports. A
+/// failure is logged; the next round tries again.
+fn checkpoint(conn: &Connection, mode: &str, shared: &Shared) {
+    let frames = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get::<_, i64>(1));
+    match frames {
+        Ok(frames) => shared.wal_frames.store(frames, Ordering::Relaxed),
+        Err(e) => eprintln!("hongbao-host: key-value checkpoint failed (retried): {e}"),
+    }
 }
 
 fn open(path: &Path) -> Result<Connection, KvError> {
@@ -203,10 +208,7 @@ fn checkpoint_loop(conn: Connection, shared: &Shared) {
         let commits = shared.commits.load(Ordering::Relaxed);
         if commits != seen || stopping {
             seen = commits;
-            match checkpoint(&conn, if stopping { "TRUNCATE" } else { "PASSIVE" }) {
-                Ok((_, frames, _)) => shared.wal_frames.store(frames, Ordering::Relaxed),
-                Err(e) => eprintln!("hongbao-host: key-value checkpoint failed (retried): {e}"),
-            }
+            checkpoint(&conn, if stopping { "TRUNCATE" } else { "PASSIVE" }, shared);
         }
         if stopping {
             return;
@@ -234,10 +236,7 @@ fn write_loop(mut conn: Connection, shared: &Shared) {
                 if shared.wal_frames.load(Ordering::Relaxed) > WAL_LIMIT_FRAMES {
                     // RESTART waits out the checkpointer's round, copies
                     // everything back and rewinds the WAL.
-                    match checkpoint(&conn, "RESTART") {
-                        Ok((_, frames, _)) => shared.wal_frames.store(frames, Ordering::Relaxed),
-                        Err(e) => eprintln!("hongbao-host: key-value checkpoint failed (retried): {e}"),
-                    }
+                    checkpoint(&conn, "RESTART", shared);
                 }
             }
             Err(e) => {
