@@ -13,7 +13,7 @@ use hongbao::api::PaymentRequest;
 use hongbao::record::Status;
 use hongbao::store::faulty::{Faults, FaultyStore};
 use hongbao::store::memory::MemoryStore;
-use hongbao::{Config, Error, Fen, PacketId, Store, Timestamp, auth};
+use hongbao::{Config, Error, Fen, PacketId, Store, Timestamp};
 use std::collections::HashMap;
 
 const EXPIRY: Timestamp = Timestamp(T0.0 + DAY + 120);
@@ -77,9 +77,7 @@ impl Plain for FaultyStore<&MemoryStore> {
 
 /// Opens with a ticket as grab issues it (carrying the packet's facts).
 fn open_as(store: &(impl Store + Plain), config: &Config, id: &PacketId, user: &str) -> Result<(), Error> {
-    let facts = load(store.plain(), id).facts();
-    let ticket =
-        auth::issue_ticket(config.auth_secret().unwrap(), id.as_str(), user, T0.plus_seconds(70), facts.as_ref());
+    let ticket = ticket_as_grab_issues(store.plain(), config, id, user, T0.plus_seconds(70));
     svc(store, config, T0.plus_seconds(10)).open(id, user, &ticket).map(drop)
 }
 

@@ -85,19 +85,23 @@ pub fn grab_and_open<S: Store>(
     let ticket = match s.grab(id, user) {
         Ok(grabbed) => grabbed.ticket,
         // Already claimed: open answers the same claim again with any valid ticket.
-        Err(Error::AlreadyClaimed(_)) => {
-            let facts = load(store, id).facts();
-            hongbao::auth::issue_ticket(
-                config.auth_secret().unwrap(),
-                id.as_str(),
-                user,
-                s.env.now.plus_seconds(60),
-                facts.as_ref(),
-            )
-        }
+        Err(Error::AlreadyClaimed(_)) => ticket_as_grab_issues(store, config, id, user, s.env.now.plus_seconds(60)),
         Err(e) => return Err(e),
     };
     s.open(id, user, &ticket)
+}
+
+/// A ticket as grab issues it (carrying the packet's facts), read straight
+/// from `store`, valid until `expires_at`.
+pub fn ticket_as_grab_issues<S: Store>(
+    store: &S,
+    config: &Config,
+    id: &PacketId,
+    user: &str,
+    expires_at: Timestamp,
+) -> String {
+    let facts = load(store, id).facts();
+    hongbao::auth::issue_ticket(config.auth_secret().unwrap(), id.as_str(), user, expires_at, facts.as_ref())
 }
 
 pub fn load<S: Store>(store: &S, id: &PacketId) -> Packet {
