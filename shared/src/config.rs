@@ -39,9 +39,9 @@ pub const VARIABLES: &[Variable] = &[
     },
     Variable {
         name: "open_strategy",
-        default: Some("cursor"),
+        default: Some("auto"),
         secret: false,
-        meaning: "how new packets serialize opens: cas (compare-and-set of the packet) or cursor (pre-allocated shares)",
+        meaning: "how new packets serialize opens: cas (compare-and-set of the packet), cursor (pre-allocated shares), or auto (cursor from 100 shares, cas below)",
     },
 ];
 
@@ -65,7 +65,46 @@ pub struct Config {
     pub max_count: u32,
     pub max_share_fen: u64,
     pub admission_limit: i64,
-    pub open_strategy: Strategy,
+    pub open_strategy: OpenStrategy,
+}
+
+/// The `open_strategy` variable: one strategy for every new packet, or
+/// `auto`, which picks by the packet's share count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenStrategy {
+    Fixed(Strategy),
+    /// Cursor for packets of `AUTO_CURSOR_FROM_COUNT` shares or more, cas
+    /// below. A packet's contention is bounded by its share count (only that
+    /// many opens write), and the bench shows cas cheaper where contention is
+    /// low (7 store calls per open against 10) and cursor far ahead where it
+    /// is high (BENCHMARKS.md, "Choosing the default").
+    Auto,
+}
+
+impl OpenStrategy {
+    pub const AUTO_CURSOR_FROM_COUNT: u32 = 100;
+
+    pub fn parse(s: &str) -> Option<OpenStrategy> {
+        match s {
+            "auto" => Some(OpenStrategy::Auto),
+            _ => Strategy::parse(s).map(OpenStrategy::Fixed),
+        }
+    }
+
+    /// The strategy a new packet of `count` shares is wrapped with.
+    pub fn for_count(self, count: u32) -> Strategy {
+        match self {
+            OpenStrategy::Fixed(strategy) => strategy,
+            OpenStrategy::Auto if count >= OpenStrategy::AUTO_CURSOR_FROM_COUNT => Strategy::Cursor,
+            OpenStrategy::Auto => Strategy::Cas,
+        }
+    }
+}
+
+impl From<Strategy> for OpenStrategy {
+    fn from(strategy: Strategy) -> Self {
+        OpenStrategy::Fixed(strategy)
+    }
 }
 
 impl Config {
@@ -103,8 +142,8 @@ impl Config {
             admission_limit: number("admission_limit", value("admission_limit")?, 1, i64::MAX)?,
             open_strategy: {
                 let text = value("open_strategy")?;
-                Strategy::parse(text.trim()).ok_or_else(|| {
-                    Error::Internal(format!("variable open_strategy must be cas or cursor, not {text}"))
+                OpenStrategy::parse(text.trim()).ok_or_else(|| {
+                    Error::Internal(format!("variable open_strategy must be cas, cursor or auto, not {text}"))
                 })?
             },
         })
@@ -166,6 +205,29 @@ mod tests {
         let without = Config::load_for(&["admin_token"], |n| (n != "admin_token").then(|| every_secret(n)).flatten());
         assert!(matches!(without, Err(Error::Internal(m)) if m.contains("admin_token is required")));
         assert!(Config::load_for(&[], |_| None).is_ok(), "no secrets needed, none required");
+    }
+
+    #[test]
+    fn open_strategy_is_auto_by_default_and_picks_by_share_count() {
+        let with = |strategy: &'static str| {
+            Config::load(move |n| match n {
+                "open_strategy" => Some(strategy.into()),
+                _ if n.ends_with("secret") || n == "admin_token" => Some("x".into()),
+                _ => None,
+            })
+        };
+        let auto = Config::for_tests().open_strategy;
+        assert_eq!(auto, OpenStrategy::Auto);
+        let from = OpenStrategy::AUTO_CURSOR_FROM_COUNT;
+        assert_eq!(auto.for_count(1), Strategy::Cas);
+        assert_eq!(auto.for_count(from - 1), Strategy::Cas);
+        assert_eq!(auto.for_count(from), Strategy::Cursor);
+        assert_eq!(auto.for_count(100_000), Strategy::Cursor);
+        for count in [1, from - 1, from, 1_000] {
+            assert_eq!(with("cas").unwrap().open_strategy.for_count(count), Strategy::Cas);
+            assert_eq!(with(" cursor ").unwrap().open_strategy.for_count(count), Strategy::Cursor);
+        }
+        assert!(matches!(with("fastest"), Err(Error::Internal(m)) if m.contains("cas, cursor or auto")));
     }
 
     #[test]

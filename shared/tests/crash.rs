@@ -93,7 +93,7 @@ std::thread_local! {
 fn retry_open(store: &MemoryStore, config: &Config, id: &PacketId, user: &str) {
     match open_as(store, config, id, user) {
         Ok(()) => {}
-        Err(Error::Busy { .. }) if config.open_strategy == hongbao::record::Strategy::Cursor => {
+        Err(Error::Busy { .. }) if config.open_strategy == hongbao::record::Strategy::Cursor.into() => {
             BUSY_RETRIES.set(BUSY_RETRIES.get() + 1);
             let view = svc(store, config, T0).query(id).unwrap();
             assert!(view.claims.iter().all(|c| c.user != user), "busy, yet {user} holds a claim");

@@ -303,3 +303,26 @@ fn a_cursor_open_takes_the_packet_facts_from_the_ticket() {
     let refund = 300 - with_facts.claim.amount_fen - without.claim.amount_fen;
     assert_eq!((packet.claims.len(), packet.refund_fen), (2, Some(Fen(refund))));
 }
+
+#[test]
+fn the_default_auto_strategy_wraps_small_packets_cas_and_large_ones_cursor() {
+    use hongbao::config::OpenStrategy;
+    use hongbao::record::Strategy;
+    let (store, config) = (memory(), hongbao::Config::for_tests());
+    assert_eq!(config.open_strategy, OpenStrategy::Auto, "the contract's default");
+    let from = OpenStrategy::AUTO_CURSOR_FROM_COUNT;
+    for (count, strategy) in [(from - 1, Strategy::Cas), (from, Strategy::Cursor)] {
+        let total = 10 * u64::from(count) + 7;
+        let id = paid_packet(&store, &config, T0.plus_seconds(i64::from(count)), "s", Kind::Lucky, total, count);
+        assert_eq!(load(&store, &id).strategy, strategy, "{count} shares");
+        let now = T0.plus_seconds(1_000);
+        for u in 0..count {
+            grab_and_open(&store, &config, env(now, u64::from(u)), &id, &format!("u{u}")).unwrap();
+        }
+        assert_eq!(grab_and_open(&store, &config, env(now, 0), &id, "late").unwrap_err(), Error::Exhausted);
+        let view = svc(&store, &config, now).query(&id).unwrap();
+        assert_eq!((view.claims.len(), view.remaining_fen), (count as usize, 0));
+        assert_eq!(view.claims.iter().map(|c| c.amount_fen).sum::<u64>(), total);
+        assert!(view.claims.iter().all(|c| c.amount_fen >= 1));
+    }
+}

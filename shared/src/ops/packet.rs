@@ -4,6 +4,7 @@ use super::Service;
 use super::cursor::Terms;
 use crate::api::{PaymentRequest, WrapRequest};
 use crate::auth;
+use crate::config::OpenStrategy;
 use crate::error::Error;
 use crate::id::PacketId;
 use crate::keys;
@@ -53,7 +54,8 @@ impl<S: Store> Service<'_, S> {
         }
         let id = PacketId::generate(now.day(), self.env.entropy.as_mut());
         let seed = self.env.random();
-        let packet = state::wrap(&id, sender, &req.terms, now, seed, self.config.open_strategy);
+        let packet =
+            state::wrap(&id, sender, &req.terms, now, seed, self.config.open_strategy.for_count(req.terms.count));
         self.store.set(&keys::packet(&id), &packet.encode())?;
         if packet.strategy == Strategy::Cursor {
             // Before anyone can know the id: uncontended, plain writes.
@@ -164,15 +166,15 @@ impl<S: Store> Service<'_, S> {
         // The packet's own strategy decides, as the grab ticket states it
         // (then a cursor open never reads the packet record). Without facts
         // (a ticket from before they were signed in): most packets were
-        // wrapped under the current configuration, so a CAS open reads the
-        // record inside its loop (and hands a cursor packet over), a cursor
-        // open reads it first.
+        // wrapped under the current configuration, so under `cas` an open
+        // reads the record inside its CAS loop (and hands a cursor packet
+        // over); otherwise it reads the record first to learn the strategy.
         let taken = match facts {
             Some(facts) if facts.strategy == Strategy::Cursor => {
                 self.cursor_open(id, &Terms::from_facts(facts), user)?
             }
             Some(_) => self.cas_open(id, user)?,
-            None if self.config.open_strategy == Strategy::Cursor => {
+            None if self.config.open_strategy != OpenStrategy::Fixed(Strategy::Cas) => {
                 let packet = self.load(id)?;
                 match packet.strategy {
                     Strategy::Cursor => self.cursor_open(id, &Terms::of(&packet), user)?,

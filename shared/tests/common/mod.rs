@@ -36,7 +36,7 @@ pub fn cursor_config() -> Config {
 
 fn config_with(strategy: hongbao::record::Strategy) -> Config {
     let mut config = Config::for_tests();
-    config.open_strategy = strategy;
+    config.open_strategy = strategy.into();
     config
 }
 

@@ -39,7 +39,7 @@ enum Command {
         #[arg(long)]
         quick: bool,
         /// Open strategies to compare (the `open_strategy` variable).
-        #[arg(long, value_delimiter = ',', default_value = "cas,cursor")]
+        #[arg(long, value_delimiter = ',', default_value = "cas,cursor,auto")]
         strategies: Vec<String>,
         /// Write the chart (PNG) here.
         #[arg(long)]
