@@ -125,7 +125,7 @@ pub fn check_splittable(kind: Kind, total: Fen, count: u32) -> Result<(), SplitE
     if total.0 < u64::from(count) {
         return Err(SplitError::TooLittle);
     }
-    if kind == Kind::Fixed && total.0 % u64::from(count) != 0 {
+    if kind == Kind::Fixed && !total.0.is_multiple_of(u64::from(count)) {
         return Err(SplitError::Indivisible);
     }
     Ok(())

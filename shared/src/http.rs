@@ -84,7 +84,7 @@ impl Endpoint {
     }
 
     /// Whether `path` is this endpoint's; returns the `{id}` segment if any.
-    fn matches<'p>(self, path: &'p str) -> Option<Option<&'p str>> {
+    fn matches(self, path: &str) -> Option<Option<&str>> {
         let rest = path.strip_prefix("/v1/")?.trim_end_matches('/');
         let segments: Vec<&str> = rest.split('/').collect();
         let pattern = self.pattern();

@@ -143,7 +143,7 @@ impl Packet {
 
     /// Expired by the clock, whether or not the sweep has run yet.
     pub fn is_past_expiry(&self, now: Timestamp) -> bool {
-        self.expires_at.is_some_and(|at| now >= at)
+        now.has_reached(self.expires_at)
     }
 
     /// Every claim and the refund are credited.

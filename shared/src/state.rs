@@ -54,6 +54,9 @@ fn next_version(p: &Packet, op: String) -> Packet {
     next
 }
 
+// Returned once per call and moved straight into a store write: boxing
+// would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq)]
 pub enum Paid {
     Changed(Packet),
@@ -107,6 +110,7 @@ fn check_openable(p: &Packet, now: Timestamp) -> Result<(), Error> {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // as `Paid`
 #[derive(Debug, PartialEq)]
 pub enum Opened {
     New {

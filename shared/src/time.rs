@@ -21,6 +21,11 @@ pub struct Day {
 const SECONDS_PER_DAY: i64 = 86_400;
 
 impl Timestamp {
+    /// Whether this moment is at or past `deadline` (never, without one).
+    pub fn has_reached(self, deadline: Option<Timestamp>) -> bool {
+        deadline.is_some_and(|at| self >= at)
+    }
+
     pub fn day(self) -> Day {
         Day::from_days_since_epoch(self.0.div_euclid(SECONDS_PER_DAY))
     }

@@ -11,6 +11,9 @@ use hongbao::{Config, Error, PacketId, Store};
 use std::collections::HashMap;
 use std::sync::Barrier;
 
+/// Each client's user and final answer.
+type Answers = Vec<(String, Result<OpenView, Error>)>;
+
 /// `threads` clients race to open a packet of `count` shares; clients
 /// `0..doubled` have a twin thread with the same user id. Busy answers are
 /// retried the next second, as a client honouring Retry-After would.
@@ -22,7 +25,7 @@ fn race<S: Store + Sync>(
     total: u64,
     threads: usize,
     doubled: usize,
-) -> (PacketId, Vec<(String, Result<OpenView, Error>)>, u64) {
+) -> (PacketId, Answers, u64) {
     let id = paid_packet(store, config, T0, "sender", Kind::Lucky, total, count);
     let barrier = Barrier::new(threads);
     let results = std::thread::scope(|scope| {

@@ -52,10 +52,6 @@ impl Terms {
     pub fn from_facts(facts: PacketFacts) -> Terms {
         Terms { count: facts.count, status: Status::Active, expires_at: Some(facts.expires_at), sender: facts.sender }
     }
-
-    fn is_past_expiry(&self, now: Timestamp) -> bool {
-        self.expires_at.is_some_and(|at| now >= at)
-    }
 }
 
 impl<S: Store> Service<'_, S> {
@@ -241,7 +237,7 @@ fn check_open(p: &Terms, now: Timestamp) -> Result<(), Error> {
     match p.status {
         Status::AwaitingPayment => Err(Error::NotSent),
         Status::Expired | Status::Refunded => Err(Error::Expired),
-        _ if p.is_past_expiry(now) => Err(Error::Expired),
+        _ if now.has_reached(p.expires_at) => Err(Error::Expired),
         _ => Ok(()),
     }
 }

@@ -147,10 +147,10 @@ impl<S: Store> Service<'_, S> {
         let mut entries = Vec::new();
         for day in days {
             for bytes in lists::read(self.store, &keys::wallet(user, day))? {
-                if let Ok(entry) = serde_json::from_slice::<WalletEntry>(&bytes) {
-                    if seen.insert(entry.name()) {
-                        entries.push(entry);
-                    }
+                if let Ok(entry) = serde_json::from_slice::<WalletEntry>(&bytes)
+                    && seen.insert(entry.name())
+                {
+                    entries.push(entry);
                 }
             }
         }
