@@ -75,9 +75,10 @@ pub enum OpenStrategy {
     Fixed(Strategy),
     /// Cursor for packets of `AUTO_CURSOR_FROM_COUNT` shares or more, cas
     /// below. A packet's contention is bounded by its share count (only that
-    /// many opens write), and the bench shows cas cheaper where contention is
-    /// low (7 store calls per open against 10) and cursor far ahead where it
-    /// is high (BENCHMARKS.md, "Choosing the default").
+    /// many opens write). Where contention is low cas does less work (7 store
+    /// calls per open against 10, two writes fewer) and has no crash window;
+    /// where it is high cursor is far ahead (BENCHMARKS.md, "Choosing the
+    /// default").
     Auto,
 }
 
