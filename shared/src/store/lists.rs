@@ -19,7 +19,7 @@ pub fn append<S: Store + ?Sized>(store: &S, list: &List, item: &[u8]) -> Result<
 }
 
 /// Appends `item` under `name` unless an item of that name is there already.
-/// The marker holds the item itself, so a reader can check one item by name.
+/// Only the marker's presence is checked; it holds a copy of the item.
 /// Returns whether this call appended.
 pub fn append_once<S: Store + ?Sized>(store: &S, list: &List, name: &str, item: &[u8]) -> Result<bool, StoreError> {
     let marker = list.marker(name);
@@ -36,11 +36,6 @@ pub fn append_once<S: Store + ?Sized>(store: &S, list: &List, name: &str, item: 
 pub fn append_new<S: Store + ?Sized>(store: &S, list: &List, name: &str, item: &[u8]) -> Result<(), StoreError> {
     append(store, list, item)?;
     store.set(&list.marker(name), item)
-}
-
-/// The item stored under `name`, if it was appended with `append_once`.
-pub fn find<S: Store + ?Sized>(store: &S, list: &List, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-    store.get(&list.marker(name))
 }
 
 const READ_CHUNK: i64 = 256;
