@@ -46,11 +46,7 @@ pub type Slots = Vec<(i64, Vec<u8>)>;
 /// The list's length and its items from slot `from` (1-based) on, in append
 /// order, each with its slot; holes are skipped (duplicates are the caller's
 /// to drop, by the item's name).
-pub fn read_from<S: Store + ?Sized>(
-    store: &S,
-    list: &List,
-    from: i64,
-) -> Result<(i64, Slots), StoreError> {
+pub fn read_from<S: Store + ?Sized>(store: &S, list: &List, from: i64) -> Result<(i64, Slots), StoreError> {
     let len = store.increment(&list.len_key(), 0)?;
     let mut items = Vec::new();
     let mut start = from.max(1);

@@ -84,6 +84,9 @@ impl State {
     }
 }
 
+/// Keys with their values (`None`: absent), as a batch read returns them.
+pub type KeyValues = Vec<(String, Option<Vec<u8>>)>;
+
 /// Counts of store calls, for the benchmarks.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -230,7 +233,7 @@ impl Kv {
         Ok((value, ticket))
     }
 
-    pub fn get_many(&self, label: &str, keys: &[String]) -> Result<(Vec<(String, Option<Vec<u8>>)>, Ticket), KvError> {
+    pub fn get_many(&self, label: &str, keys: &[String]) -> Result<(KeyValues, Ticket), KvError> {
         self.count();
         let state = self.lock()?;
         let mut newest = 0;

@@ -127,13 +127,15 @@ impl store::HostBucket for KvView<'_> {
     fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Result<(), StoreFault> {
         let (label, kv) = self.bucket(&bucket)?;
         let ticket = kv.set(label, &key, value)?;
-        Ok(self.note(((), ticket)))
+        self.note(((), ticket));
+        Ok(())
     }
 
     fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<(), StoreFault> {
         let (label, kv) = self.bucket(&bucket)?;
         let ticket = kv.delete(label, &key)?;
-        Ok(self.note(((), ticket)))
+        self.note(((), ticket));
+        Ok(())
     }
 
     fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Result<bool, StoreFault> {
@@ -245,7 +247,8 @@ impl batch::Host for KvView<'_> {
         for (key, value) in key_values {
             last = last.max(kv.set(label, &key, value)?);
         }
-        Ok(self.note(((), last)))
+        self.note(((), last));
+        Ok(())
     }
 
     fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Result<(), StoreFault> {
@@ -254,7 +257,8 @@ impl batch::Host for KvView<'_> {
         for key in keys {
             last = last.max(kv.delete(label, &key)?);
         }
-        Ok(self.note(((), last)))
+        self.note(((), last));
+        Ok(())
     }
 }
 
