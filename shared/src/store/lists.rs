@@ -19,7 +19,8 @@ pub fn append<S: Store + ?Sized>(store: &S, list: &List, item: &[u8]) -> Result<
 }
 
 /// Appends `item` under `name` unless an item of that name is there already.
-/// Only the marker's presence is checked; it holds a copy of the item.
+/// The marker holds the item itself, so a reader can check one item by name
+/// (reconcile reads wallet credits through their markers).
 /// Returns whether this call appended.
 pub fn append_once<S: Store + ?Sized>(store: &S, list: &List, name: &str, item: &[u8]) -> Result<bool, StoreError> {
     let marker = list.marker(name);

@@ -111,8 +111,13 @@ impl KvView<'_> {
 
 impl KvView<'_> {
     /// Remembers that the answer depends on everything up to `ticket`.
-    fn note<T>(&mut self, (value, ticket): (T, Ticket)) -> T {
+    fn observe(&mut self, ticket: Ticket) {
         *self.observed = (*self.observed).max(ticket.0);
+    }
+
+    /// `observe`s the ticket of a store answer and returns its value.
+    fn note<T>(&mut self, (value, ticket): (T, Ticket)) -> T {
+        self.observe(ticket);
         value
     }
 }
@@ -127,14 +132,14 @@ impl store::HostBucket for KvView<'_> {
     fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Result<(), StoreFault> {
         let (label, kv) = self.bucket(&bucket)?;
         let ticket = kv.set(label, &key, value)?;
-        self.note(((), ticket));
+        self.observe(ticket);
         Ok(())
     }
 
     fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<(), StoreFault> {
         let (label, kv) = self.bucket(&bucket)?;
         let ticket = kv.delete(label, &key)?;
-        self.note(((), ticket));
+        self.observe(ticket);
         Ok(())
     }
 
@@ -218,7 +223,7 @@ impl atomics::Host for KvView<'_> {
         };
         match outcome {
             Ok(ticket) => {
-                self.note(((), ticket));
+                self.observe(ticket);
                 Ok(Ok(()))
             }
             // As Spin does, hand back a fresh handle that has read the current value.
@@ -247,7 +252,7 @@ impl batch::Host for KvView<'_> {
         for (key, value) in key_values {
             last = last.max(kv.set(label, &key, value)?);
         }
-        self.note(((), last));
+        self.observe(last);
         Ok(())
     }
 
@@ -257,7 +262,7 @@ impl batch::Host for KvView<'_> {
         for key in keys {
             last = last.max(kv.delete(label, &key)?);
         }
-        self.note(((), last));
+        self.observe(last);
         Ok(())
     }
 }
