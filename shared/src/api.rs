@@ -21,6 +21,9 @@ pub struct WrapRequest {
 }
 
 pub struct PaymentRequest {
+    /// The packet the payment is for: signed with the body, so a callback
+    /// cannot be replayed to another packet (contract v1.1).
+    pub packet_id: String,
     pub payment_id: String,
     pub amount_fen: Fen,
 }
@@ -100,6 +103,7 @@ pub fn parse_wrap(body: &[u8], config: &Config) -> Result<WrapRequest, Error> {
 /// `POST /v1/packets/{id}/payment`.
 pub fn parse_payment(body: &[u8]) -> Result<PaymentRequest, Error> {
     let map = object(body)?;
+    let packet_id = string(&map, "packet_id", 64)?;
     let payment_id = string(&map, "payment_id", 64)?;
     let amount_fen = Fen(integer(&map, "amount_fen")?);
     match map.get("status") {
@@ -107,7 +111,7 @@ pub fn parse_payment(body: &[u8]) -> Result<PaymentRequest, Error> {
         None | Some(Value::Null) => return Err(invalid("status", "is required")),
         Some(_) => return Err(invalid("status", "must be \"success\"")),
     }
-    Ok(PaymentRequest { payment_id, amount_fen })
+    Ok(PaymentRequest { packet_id, payment_id, amount_fen })
 }
 
 /// `POST /v1/packets/{id}/open`: the ticket, or 403 `invalid_ticket`.
@@ -194,14 +198,16 @@ mod tests {
 
     #[test]
     fn payment_body() {
-        let p = parse_payment(br#"{"payment_id":"p","amount_fen":5,"status":"success"}"#).unwrap();
-        assert_eq!((p.payment_id.as_str(), p.amount_fen), ("p", Fen(5)));
-        assert!(
-            matches!(parse_payment(br#"{"payment_id":"p","amount_fen":5,"status":"failed"}"#), Err(Error::InvalidArgument(m)) if m.starts_with("status"))
-        );
-        assert!(
-            matches!(parse_payment(br#"{"payment_id":"","amount_fen":5,"status":"success"}"#), Err(Error::InvalidArgument(m)) if m.starts_with("payment_id"))
-        );
+        let p = parse_payment(br#"{"packet_id":"x","payment_id":"p","amount_fen":5,"status":"success"}"#).unwrap();
+        assert_eq!((p.packet_id.as_str(), p.payment_id.as_str(), p.amount_fen), ("x", "p", Fen(5)));
+        let refused = |body: &[u8]| match parse_payment(body) {
+            Err(Error::InvalidArgument(m)) => m.split(':').next().unwrap().to_owned(),
+            other => panic!("{:?}", other.map(|p| p.payment_id)),
+        };
+        assert_eq!(refused(br#"{"packet_id":"x","payment_id":"p","amount_fen":5,"status":"failed"}"#), "status");
+        assert_eq!(refused(br#"{"packet_id":"x","payment_id":"","amount_fen":5,"status":"success"}"#), "payment_id");
+        // Contract v1.1: the signed body must name its packet.
+        assert_eq!(refused(br#"{"payment_id":"p","amount_fen":5,"status":"success"}"#), "packet_id");
     }
 
     #[test]

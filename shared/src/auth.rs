@@ -258,52 +258,23 @@ pub fn verify_ticket(
     Ok(facts)
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+/// Unpadded base64url, decoding canonical text only: trailing `=` are
+/// tolerated, but bits past the last byte must be zero, so every signature
+/// has exactly one accepted spelling (no malleable tokens or tickets).
+const B64URL: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
 
-/// Unpadded base64url.
 pub fn base64url_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
+    base64::Engine::encode(&B64URL, bytes)
 }
 
-const INVALID: u8 = 0xff;
-
-/// Byte → 6-bit value, `INVALID` outside the alphabet (built from `B64`).
-const B64_DECODE: [u8; 256] = {
-    let mut table = [INVALID; 256];
-    let mut i = 0;
-    while i < 64 {
-        table[B64[i] as usize] = i as u8;
-        i += 1;
-    }
-    table
-};
-
-/// Unpadded base64url (trailing `=` tolerated); `None` if malformed.
+/// `None` if malformed or not canonical.
 pub fn base64url_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim_end_matches('=');
-    if text.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    for chunk in text.as_bytes().chunks(4) {
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            let v = B64_DECODE[usize::from(c)];
-            if v == INVALID {
-                return None;
-            }
-            n |= u32::from(v) << (18 - 6 * i);
-        }
-        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
-    }
-    Some(out)
+    base64::Engine::decode(&B64URL, text).ok()
 }
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
@@ -328,7 +299,37 @@ mod tests {
         assert_eq!(base64url_encode(b"hi?"), "aGk_");
         assert_eq!(base64url_decode("a"), None);
         assert_eq!(base64url_decode("a+b/"), None);
+        assert_eq!(base64url_decode("aGk="), Some(b"hi".to_vec()), "padding tolerated");
     }
+
+    /// Regression (review, defect 9): the decoder ignored the low bits of the
+    /// last character, so a signature had four accepted spellings.
+    #[test]
+    fn only_the_canonical_spelling_of_a_signature_is_accepted() {
+        let token = sign_user_token("k", "alice", NOW.plus_seconds(60));
+        let ticket = issue_ticket("k", "pkt", "alice", NOW.plus_seconds(60), None);
+        // A 32-byte MAC is 43 characters: the last one carries 4 bits, 2 unused.
+        let respell = |text: &str| {
+            let last = text.chars().last().unwrap();
+            let i = B64URL_ALPHABET.find(last).unwrap();
+            format!("{}{}", &text[..text.len() - 1], &B64URL_ALPHABET[i ^ 1..=i ^ 1])
+        };
+        let (token_body, _) = token.rsplit_once('.').unwrap();
+        let respelled = respell(&token);
+        assert_ne!(respelled, token);
+        assert_eq!(
+            verify_user(Some(&format!("Bearer {respelled}")), "k", NOW),
+            Err(Error::Unauthorized("malformed token signature")),
+            "{token_body}"
+        );
+        assert_eq!(
+            verify_ticket("k", &respell(&ticket), "pkt", "alice", NOW),
+            Err(Error::InvalidTicket("malformed ticket"))
+        );
+        assert!(verify_ticket("k", &ticket, "pkt", "alice", NOW).is_ok());
+    }
+
+    const B64URL_ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
     #[test]
     fn jwt_accepts_a_good_token_only() {

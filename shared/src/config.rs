@@ -32,6 +32,12 @@ pub const VARIABLES: &[Variable] = &[
         meaning: "most average fen per share (total_fen <= max_share_fen * count)",
     },
     Variable {
+        name: "max_unpaid_per_user",
+        default: Some("20"),
+        secret: false,
+        meaning: "most packets a user may have wrapped today (UTC) and not paid yet",
+    },
+    Variable {
         name: "admission_limit",
         default: Some("5000"),
         secret: false,
@@ -64,6 +70,7 @@ pub struct Config {
     pub packet_ttl_seconds: i64,
     pub max_count: u32,
     pub max_share_fen: u64,
+    pub max_unpaid_per_user: u32,
     pub admission_limit: i64,
     pub open_strategy: OpenStrategy,
 }
@@ -140,6 +147,7 @@ impl Config {
             packet_ttl_seconds: number("packet_ttl_seconds", value("packet_ttl_seconds")?, 1, MAX_TTL_SECONDS)?,
             max_count: number("max_count", value("max_count")?, 1, 100_000)?,
             max_share_fen: number("max_share_fen", value("max_share_fen")?, 1, 1_000_000_000)?,
+            max_unpaid_per_user: number("max_unpaid_per_user", value("max_unpaid_per_user")?, 1, 1_000_000)?,
             admission_limit: number("admission_limit", value("admission_limit")?, 1, i64::MAX)?,
             open_strategy: {
                 let text = value("open_strategy")?;

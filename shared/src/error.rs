@@ -17,6 +17,10 @@ pub enum Error {
     NoRoute,
     IdempotencyConflict(String),
     AlreadyPaid,
+    /// The payment_id already paid another packet.
+    PaymentReused,
+    /// The sender has too many packets of today awaiting payment.
+    TooManyUnpaid(u32),
     AmountMismatch {
         expected: u64,
         got: u64,
@@ -46,7 +50,12 @@ impl Error {
             Error::InvalidTicket(_) => 403,
             Error::NotFound | Error::NoRoute => 404,
             Error::MethodNotAllowed => 405,
-            Error::IdempotencyConflict(_) | Error::AlreadyPaid | Error::NotSent | Error::AlreadyClaimed(_) => 409,
+            Error::IdempotencyConflict(_)
+            | Error::AlreadyPaid
+            | Error::PaymentReused
+            | Error::TooManyUnpaid(_)
+            | Error::NotSent
+            | Error::AlreadyClaimed(_) => 409,
             Error::Expired | Error::Exhausted => 410,
             Error::PayloadTooLarge => 413,
             Error::InvalidArgument(_) | Error::AmountMismatch { .. } => 422,
@@ -65,6 +74,8 @@ impl Error {
             Error::NotFound | Error::NoRoute => "not_found",
             Error::IdempotencyConflict(_) => "idempotency_conflict",
             Error::AlreadyPaid => "already_paid",
+            Error::PaymentReused => "payment_reused",
+            Error::TooManyUnpaid(_) => "too_many_unpaid",
             Error::AmountMismatch { .. } => "amount_mismatch",
             Error::NotSent => "not_sent",
             Error::Expired => "expired",
@@ -87,6 +98,10 @@ impl Error {
             Error::NotFound => "no such packet".into(),
             Error::NoRoute => "no such endpoint".into(),
             Error::AlreadyPaid => "the packet was paid by another payment".into(),
+            Error::PaymentReused => "this payment_id already paid another packet".into(),
+            Error::TooManyUnpaid(limit) => {
+                format!("{limit} packets of today await payment: pay one of them before wrapping another")
+            }
             Error::AmountMismatch { expected, got } => {
                 format!("amount_fen {got} does not match the packet's total_fen {expected}")
             }

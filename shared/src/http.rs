@@ -226,8 +226,8 @@ fn handle<const ENDPOINTS: u32, S: Store>(
             Response::json(200, &svc.open(&id, &user, &ticket)?)
         }
         Endpoint::Query if owns::<ENDPOINTS>(Endpoint::Query) => {
-            user()?;
-            Response::json(200, &svc.query(&packet()?)?)
+            let user = user()?;
+            Response::json(200, &svc.query(&packet()?, &user)?)
         }
         Endpoint::Sent if owns::<ENDPOINTS>(Endpoint::Sent) => {
             let user = user()?;

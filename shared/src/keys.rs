@@ -74,14 +74,54 @@ pub fn open_marker(id: &PacketId, user: &str) -> String {
     in_table(id, &["/sh/", id.as_str(), "/u.", user, "/n"])
 }
 
-/// The per-SET, per-creation-day index of packets: a list (see `List`).
+/// The per-SET, per-creation-day index of packets wrapped that day: a list
+/// (see `List`). Reconcile reads it.
 pub fn day_index(set: u32, day: Day) -> List {
     List(format!("s{}/ix/{}", set, day.compact()))
 }
 
-/// Where a sweep may start in a day index (a monotone hint, written by `set`).
-pub fn day_index_low(set: u32, day: Day) -> String {
-    format!("s{}/ix/{}/low", set, day.compact())
+/// The per-SET, per-creation-day index of packets whose payment was
+/// accepted: what the sweeps walk, so unpaid packets never slow them.
+pub fn paid_index(set: u32, day: Day) -> List {
+    List(format!("s{}/paid/{}", set, day.compact()))
+}
+
+/// Where a sweep may start in a paid index (a monotone hint, written by `set`).
+pub fn paid_index_low(set: u32, day: Day) -> String {
+    format!("s{}/paid/{}/low", set, day.compact())
+}
+
+/// Election counter of a payment_id in one time window: the request that
+/// counts 1 binds it to its packet, so one payment can pay one packet only
+/// (counter). The id is hashed, as payment system text.
+pub fn payment_election(payment_id: &str, window: i64) -> String {
+    format!("{}/{}/n", payment(payment_id), window)
+}
+
+/// Which packet a payment_id paid (value: the packet id).
+pub fn payment(payment_id: &str) -> String {
+    format!("pay/{}", short_hash(payment_id))
+}
+
+/// A user's wraps of `day` not yet paid (counter): bounds unpaid packets.
+pub fn unpaid(sender: &str, day: Day) -> String {
+    format!("{}/unpaid/{}/n", user(sender), day.compact())
+}
+
+/// Election counter: the payment that counts 1 takes the packet off its
+/// sender's unpaid count, exactly once (counter).
+pub fn unpaid_release(id: &PacketId) -> String {
+    in_table(id, &["/rel/", id.as_str(), "/n"])
+}
+
+/// Per-(packet, user) admission counter of one time window (counter).
+pub fn user_admission(id: &PacketId, user: &str, window: i64) -> String {
+    in_table(id, &["/adm/", id.as_str(), "/u.", user, "/", &window.to_string(), "/n"])
+}
+
+/// Hex of the first 16 bytes of SHA-256: client text made key-safe.
+fn short_hash(text: &str) -> String {
+    Sha256::digest(text.as_bytes())[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// All user-centric keys start here: `u{uu}/{user}` (uu = user hash % 100).
@@ -100,9 +140,7 @@ pub fn user(user: &str) -> String {
 /// hashed: it is arbitrary client text and must not be able to forge a
 /// key of another family.
 pub fn wrap_request(sender: &str, request_id: &str) -> String {
-    let digest = Sha256::digest(request_id.as_bytes());
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}/wrap/{}", user(sender), hex)
+    format!("{}/wrap/{}", user(sender), short_hash(request_id))
 }
 
 /// Election counter for the wrap idempotency record (counter).
@@ -209,6 +247,11 @@ mod tests {
             wallet_days("bob").len_key(),
             cursor(&id),
             open_marker(&id, "n"),
+            paid_index(1, day).len_key(),
+            payment_election("p/n", 3),
+            unpaid("bob", day),
+            unpaid_release(&id),
+            user_admission(&id, "bob", 7),
         ];
         for c in &counters {
             assert!(c.ends_with("/n") || c.ends_with("/len"), "{c}");
@@ -219,7 +262,10 @@ mod tests {
             wrap_request("bob", "x/n"),
             wrap_request("bob", "x/len"),
             day_index(1, day).slot(3),
-            day_index_low(1, day),
+            paid_index_low(1, day),
+            paid_index(1, day).slot(2),
+            payment("p/n"),
+            payment("p/len"),
             wallet("bob", day).marker("p.c1"),
             wallet_days("bob").slot(1),
             share(&id, 7),

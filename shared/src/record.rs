@@ -108,9 +108,14 @@ pub struct Packet {
     pub refund_fen: Option<Fen>,
     pub refunded_at: Option<Timestamp>,
 
-    // Settle progress: claims with seq <= settled_claims and (if set) the
-    // refund are in their owners' wallets.
-    pub settled_claims: u32,
+    // Settle progress, per credit: the seqs (share numbers) of the claims
+    // that are in their receivers' wallets, sorted, and whether the refund is
+    // in the sender's. A set, never a prefix: a cursor packet's claims land
+    // in any share order, so a lower seq can appear after a higher one is
+    // credited.
+    #[serde(default)]
+    pub settled: Vec<u32>,
+    #[serde(default)]
     pub refund_settled: bool,
 }
 
@@ -146,9 +151,15 @@ impl Packet {
         now.has_reached(self.expires_at)
     }
 
+    /// Whether the claim with this seq is recorded as credited.
+    pub fn is_claim_settled(&self, seq: u32) -> bool {
+        self.settled.binary_search(&seq).is_ok()
+    }
+
     /// Every claim and the refund are credited.
     pub fn is_settled(&self) -> bool {
-        self.settled_claims as usize >= self.claims.len() && (self.refund_credit().is_none() || self.refund_settled)
+        self.claims.iter().all(|c| self.is_claim_settled(c.seq))
+            && (self.refund_credit().is_none() || self.refund_settled)
     }
 
     /// The largest share, ties to the lowest seq; only once the packet is

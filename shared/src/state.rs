@@ -42,7 +42,7 @@ pub fn wrap(id: &PacketId, sender: &str, terms: &Terms, now: Timestamp, seed: u6
         claims: Vec::new(),
         refund_fen: None,
         refunded_at: None,
-        settled_claims: 0,
+        settled: Vec::new(),
         refund_settled: false,
     }
 }
@@ -173,17 +173,23 @@ pub fn expire(p: &Packet, now: Timestamp, op: &str) -> Swept {
     }
 }
 
-/// Records settle progress: claims up to `claims_through` and (if
-/// `refund_done`) the refund are credited. Never moves progress backwards, so
-/// concurrent settles cannot undo each other. `None` when nothing changes.
-pub fn record_settled(p: &Packet, claims_through: u32, refund_done: bool, op: &str) -> Option<Packet> {
-    let through = p.settled_claims.max(claims_through.min(p.claims.len() as u32));
+/// Records settle progress: the claims with the seqs in `credited` and (if
+/// `refund_done`) the refund are in their owners' wallets. Only adds to what
+/// is recorded, so concurrent settles cannot undo each other; seqs of claims
+/// the record does not hold are ignored. `None` when nothing changes.
+pub fn record_settled(p: &Packet, credited: &[u32], refund_done: bool, op: &str) -> Option<Packet> {
+    let mut settled = p.settled.clone();
+    for &seq in credited {
+        if let (Err(at), true) = (settled.binary_search(&seq), p.claims.iter().any(|c| c.seq == seq)) {
+            settled.insert(at, seq);
+        }
+    }
     let refund = p.refund_settled || (refund_done && p.refund_fen.is_some());
-    if through == p.settled_claims && refund == p.refund_settled {
+    if settled == p.settled && refund == p.refund_settled {
         return None;
     }
     let mut next = next_version(p, op.to_owned());
-    next.settled_claims = through;
+    next.settled = settled;
     next.refund_settled = refund;
     Some(next)
 }
@@ -448,9 +454,32 @@ mod tests {
     fn settle_progress_only_moves_forward() {
         let mut rng = SplitMix64(8);
         let (p, _) = open_new(&paid(Kind::Lucky, 100, 2), "a", &mut rng);
-        let s = record_settled(&p, 1, false, "settle").unwrap();
-        assert_eq!(s.settled_claims, 1);
-        assert_eq!(record_settled(&s, 0, false, "settle"), None);
-        assert_eq!(record_settled(&s, 1, true, "settle"), None, "no refund to settle");
+        let s = record_settled(&p, &[1], false, "settle").unwrap();
+        assert_eq!(s.settled, [1]);
+        assert_eq!(record_settled(&s, &[], false, "settle"), None);
+        assert_eq!(record_settled(&s, &[1], true, "settle"), None, "no refund to settle");
+        assert_eq!(record_settled(&s, &[2], false, "settle"), None, "no claim 2 in the record");
+    }
+
+    /// Regression (review, defect 1): progress was a prefix length of the
+    /// claims sorted by share number, so a lower share claimed after a higher
+    /// one was credited counted as settled without ever being credited.
+    #[test]
+    fn a_lower_share_claimed_after_settle_is_not_counted_as_settled() {
+        let mut p = paid(Kind::Fixed, 300, 3);
+        p.strategy = Strategy::Cursor;
+        let claimed = |k: usize, user: &str| match claim_share(&preallocated_shares(&p)[k], user, T0).unwrap() {
+            ShareClaimed::New { share, .. } => share,
+            other => panic!("{other:?}"),
+        };
+        let (third, first) = (claimed(2, "c"), claimed(0, "a"));
+        let with_third = collect(&p, std::slice::from_ref(&third), "settle-1").unwrap();
+        let settled = record_settled(&with_third, &[3], false, "settle-1").unwrap();
+        assert!(settled.is_settled());
+        let both = collect(&settled, &[first, third], "settle-2").unwrap();
+        assert_eq!(both.claims.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 3]);
+        assert!(!both.is_settled(), "share 1 is not credited yet");
+        assert!(!both.is_claim_settled(1) && both.is_claim_settled(3));
+        assert!(record_settled(&both, &[1], false, "settle-2").unwrap().is_settled());
     }
 }

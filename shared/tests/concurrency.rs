@@ -85,7 +85,7 @@ fn assert_exact_outcome<S: Store>(
     }
     let losers = results.iter().filter(|(u, r)| r.is_err() && !claims.contains_key(u.as_str())).count();
     assert!(losers > 0 && results.iter().all(|(u, r)| r.is_ok() || !claims.contains_key(u.as_str())));
-    let view = svc(store, &config(), T0).query(id).unwrap();
+    let view = svc(store, &config(), T0).query(id, "sender").unwrap();
     assert_eq!(view.claims.len(), count as usize);
     assert_eq!(view.claims.iter().map(|c| c.amount_fen).sum::<u64>(), total);
     assert_eq!(view.status, "exhausted");
@@ -166,7 +166,7 @@ fn concurrent_sweeps(config: Config) {
             grab_and_open(&store, &config, env(T0.plus_seconds(30), p * 10 + u), &id, &format!("u{u}")).ok();
         }
         // The view, not the record: a cursor packet's claims are in its shares.
-        let view = svc(&store, &config, T0.plus_seconds(40)).query(&id).unwrap();
+        let view = svc(&store, &config, T0.plus_seconds(40)).query(&id, "sender").unwrap();
         expected_refund += view.remaining_fen;
         ids.push(id);
     }

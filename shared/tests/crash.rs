@@ -9,14 +9,13 @@ mod common;
 
 use common::*;
 use hongbao::alloc::Kind;
-use hongbao::api::PaymentRequest;
 use hongbao::record::Status;
 use hongbao::store::faulty::{Faults, FaultyStore};
 use hongbao::store::memory::MemoryStore;
-use hongbao::{Config, Error, Fen, PacketId, Store, Timestamp};
+use hongbao::{Config, Error, PacketId, Store, Timestamp};
 use std::collections::HashMap;
 
-const EXPIRY: Timestamp = Timestamp(T0.0 + DAY + 120);
+const EXPIRY: Timestamp = Timestamp(T0.0 + DAY + 600);
 
 /// One operation under test: how to set the world up, the operation itself,
 /// and what a client (or the payment system) does when it got no answer.
@@ -52,9 +51,11 @@ fn wrap_id(store: &MemoryStore, config: &Config, rid: &str) -> Result<PacketId, 
 }
 
 fn pay(store: &impl Store, config: &Config, id: &PacketId) -> Result<(), Error> {
-    svc(store, config, T0.plus_seconds(1))
-        .pay(id, &PaymentRequest { payment_id: format!("pay-{id}"), amount_fen: Fen(10_000) })
-        .map(drop)
+    pay_at(store, config, id, T0.plus_seconds(1))
+}
+
+fn pay_at(store: &impl Store, config: &Config, id: &PacketId, at: Timestamp) -> Result<(), Error> {
+    svc(store, config, at).pay(id, &payment(id, &format!("pay-{id}"), 10_000)).map(drop)
 }
 
 /// The plain store under a test store: what a grab saw, read without
@@ -95,7 +96,7 @@ fn retry_open(store: &MemoryStore, config: &Config, id: &PacketId, user: &str) {
         Ok(()) => {}
         Err(Error::Busy { .. }) if config.open_strategy == hongbao::record::Strategy::Cursor.into() => {
             BUSY_RETRIES.set(BUSY_RETRIES.get() + 1);
-            let view = svc(store, config, T0).query(id).unwrap();
+            let view = svc(store, config, T0).query(id, "sender").unwrap();
             assert!(view.claims.iter().all(|c| c.user != user), "busy, yet {user} holds a claim");
         }
         Err(e) => panic!("open retry: {e:?}"),
@@ -112,10 +113,11 @@ fn scenarios() -> Vec<Scenario> {
             },
             retry: |store, config, _| {
                 // The client retries with the same request id; if the crash
-                // spent it (409), the client uses a new one.
+                // spent it (429 busy, whose winner never wrote its record),
+                // the client gives up on it and uses a new one.
                 let id = match wrap_id(store, config, "r1") {
                     Ok(id) => id,
-                    Err(Error::IdempotencyConflict(_)) => wrap_id(store, config, "r2").unwrap(),
+                    Err(Error::Busy { .. }) => wrap_id(store, config, "r2").unwrap(),
                     Err(e) => panic!("wrap retry: {e:?}"),
                 };
                 pay(store, config, &id).unwrap();
@@ -128,7 +130,12 @@ fn scenarios() -> Vec<Scenario> {
             setup: |store, config| vec![wrap_id(store, config, "r1").unwrap()],
             op: |s, c, ids| with(s, |s| pay(s, c, &ids[0])),
             retry: |store, config, ids| {
-                pay(store, config, &ids[0]).unwrap(); // the payment system retries
+                // The payment system retries; a payment_id whose election
+                // winner died before its record is free again next window.
+                match pay(store, config, &ids[0]) {
+                    Err(Error::Busy { .. }) => pay_at(store, config, &ids[0], T0.plus_seconds(300)).unwrap(),
+                    other => other.unwrap(),
+                }
                 open_as(store, config, &ids[0], "a").unwrap();
                 ids.to_vec()
             },

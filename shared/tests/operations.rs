@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use hongbao::alloc::Kind;
-use hongbao::api::PaymentRequest;
 use hongbao::record::Status;
 use hongbao::store::memory::MemoryStore;
 use hongbao::{Error, Fen, PacketId, Store, auth};
@@ -55,9 +54,7 @@ fn payment_activates_once_and_replays_by_payment_id() {
     let (store, config) = (memory(), config());
     let (_, view) = svc(&store, &config, T0).wrap("alice", &wrap_request("r", Kind::Lucky, 500, 3)).unwrap();
     let id = PacketId::parse(&view.id).unwrap();
-    let pay = |pid: &str, amount: u64, at| {
-        svc(&store, &config, at).pay(&id, &PaymentRequest { payment_id: pid.into(), amount_fen: Fen(amount) })
-    };
+    let pay = |pid: &str, amount: u64, at| svc(&store, &config, at).pay(&id, &payment(&id, pid, amount));
     assert_eq!(pay("p1", 499, T0), Err(Error::AmountMismatch { expected: 500, got: 499 }));
     let paid = pay("p1", 500, T0.plus_seconds(10)).unwrap();
     assert_eq!(paid.status, "active");
@@ -66,8 +63,7 @@ fn payment_activates_once_and_replays_by_payment_id() {
     assert_eq!(pay("p1", 500, T0.plus_seconds(99)).unwrap(), paid, "a replay changes nothing");
     assert_eq!(pay("p2", 500, T0), Err(Error::AlreadyPaid));
     let unknown = PacketId::generate(T0.day(), &mut hongbao::alloc::SplitMix64(77));
-    let missing =
-        svc(&store, &config, T0).pay(&unknown, &PaymentRequest { payment_id: "p".into(), amount_fen: Fen(1) });
+    let missing = svc(&store, &config, T0).pay(&unknown, &payment(&unknown, "p", 1));
     assert_eq!(missing, Err(Error::NotFound));
     let sent = svc(&store, &config, T0).sent("alice", T0.day()).unwrap();
     assert_eq!(sent.items.len(), 1);
@@ -79,8 +75,7 @@ fn a_payment_after_the_payment_window_is_refused() {
     let (store, config) = (memory(), config());
     let (_, view) = svc(&store, &config, T0).wrap("alice", &wrap_request("r", Kind::Lucky, 500, 3)).unwrap();
     let id = PacketId::parse(&view.id).unwrap();
-    let late = svc(&store, &config, T0.plus_seconds(DAY))
-        .pay(&id, &PaymentRequest { payment_id: "p".into(), amount_fen: Fen(500) });
+    let late = svc(&store, &config, T0.plus_seconds(DAY)).pay(&id, &payment(&id, "p", 500));
     assert_eq!(late, Err(Error::Expired));
 }
 
@@ -90,7 +85,7 @@ fn grab_and_open_follow_the_contract() {
     let (_, view) = svc(&store, &config, T0).wrap("alice", &wrap_request("r", Kind::Fixed, 300, 3)).unwrap();
     let id = PacketId::parse(&view.id).unwrap();
     assert_eq!(svc(&store, &config, T0).grab(&id, "u1").unwrap_err(), Error::NotSent);
-    svc(&store, &config, T0).pay(&id, &PaymentRequest { payment_id: "p".into(), amount_fen: Fen(300) }).unwrap();
+    svc(&store, &config, T0).pay(&id, &payment(&id, "p", 300)).unwrap();
 
     let grabbed = svc(&store, &config, T0).grab(&id, "u1").unwrap();
     assert_eq!(grabbed.remaining_count, 3);
@@ -116,7 +111,7 @@ fn grab_and_open_follow_the_contract() {
     let late_ticket = auth::issue_ticket(config.auth_secret().unwrap(), id.as_str(), "u4", T0.plus_seconds(60), None);
     assert_eq!(open("u4", &late_ticket, T0), Err(Error::Exhausted));
     assert_eq!(svc(&store, &config, T0).grab(&id, "u4").unwrap_err(), Error::Exhausted);
-    let view = svc(&store, &config, T0).query(&id).unwrap();
+    let view = svc(&store, &config, T0).query(&id, "alice").unwrap();
     assert_eq!((view.status, view.remaining_count, view.remaining_fen), ("exhausted", 0, 0));
     assert_eq!(view.claims.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_eq!(view.best_luck.as_deref(), Some("u1"), "equal shares: the lowest seq is best");
@@ -155,7 +150,7 @@ fn whole_life<S: Store>(store: &S, config: &hongbao::Config) {
     assert_eq!((report.refunded, report.refund_fen), (1, 10_000 - claimed));
     assert!(report.scanned >= 1);
     assert_eq!(svc(store, config, expiry.plus_seconds(5)).expire().unwrap().refunded, 0, "exactly once");
-    let view = svc(store, config, expiry).query(&id).unwrap();
+    let view = svc(store, config, expiry).query(&id, "sender").unwrap();
     assert_eq!((view.status, view.refund_fen, view.remaining_fen), ("refunded", Some(10_000 - claimed), 0));
     assert!(view.best_luck.is_some());
 
@@ -320,7 +315,7 @@ fn the_default_auto_strategy_wraps_small_packets_cas_and_large_ones_cursor() {
             grab_and_open(&store, &config, env(now, u64::from(u)), &id, &format!("u{u}")).unwrap();
         }
         assert_eq!(grab_and_open(&store, &config, env(now, 0), &id, "late").unwrap_err(), Error::Exhausted);
-        let view = svc(&store, &config, now).query(&id).unwrap();
+        let view = svc(&store, &config, now).query(&id, "s").unwrap();
         assert_eq!((view.claims.len(), view.remaining_fen), (count as usize, 0));
         assert_eq!(view.claims.iter().map(|c| c.amount_fen).sum::<u64>(), total);
         assert!(view.claims.iter().all(|c| c.amount_fen >= 1));

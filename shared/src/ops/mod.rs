@@ -10,7 +10,7 @@ mod sweep;
 mod user;
 
 pub use packet::{GrabView, OpenView};
-pub use sweep::{ExpireReport, Mismatch, ReconcileReport, SettleReport};
+pub use sweep::{ExpireReport, Mismatch, ReconcileReport, SettleReport, SweepError};
 pub use user::{ReceivedView, SentView, WalletView};
 
 use crate::config::Config;

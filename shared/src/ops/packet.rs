@@ -12,11 +12,15 @@ use crate::record::{Claim, ClaimView, Packet, PacketView, ReceivedItem, Strategy
 use crate::state::{self, Opened, Paid};
 use crate::store::{Step, Store, lists, update};
 use serde::Serialize;
-use std::time::Duration;
 
-/// How long a wrap that lost the idempotency election waits for the winner.
-const WRAP_WAIT_ROUNDS: u32 = 50;
-const WRAP_WAIT_STEP: Duration = Duration::from_millis(20);
+/// Grab and open requests one user may make on one packet per window: far
+/// above what a person taps, far below what takes a group's admission.
+const USER_ADMISSION_LIMIT: i64 = 20;
+const USER_WINDOW_SECONDS: i64 = 10;
+
+/// How long a payment_id's election stays with a winner that never wrote
+/// its record (see `bind_payment`).
+const PAYMENT_ELECTION_WINDOW_SECONDS: i64 = 300;
 
 #[derive(Debug, PartialEq, Eq, Serialize)]
 pub struct GrabView {
@@ -37,50 +41,70 @@ impl<S: Store> Service<'_, S> {
     ///
     /// Store calls, and what a crash after each leaves:
     /// 1. `get` the idempotency record: if present, this is a replay.
-    /// 2. `set` the packet record under a fresh random id (uncontended), and
+    /// 2. `increment` the sender's unpaid count of today; past
+    ///    `max_unpaid_per_user` it is given back and the wrap refused (409).
+    ///    Crash: one slot of today's count is lost (it frees at midnight).
+    /// 3. `set` the packet record under a fresh random id (uncontended), and
     ///    for a cursor-strategy packet `set-many` its free shares.
     ///    Crash: an orphan record nobody knows the id of; no money.
-    /// 3. append the id to the day index (`increment` + `set`).
-    ///    Crash: an indexed orphan, awaiting payment forever; sweeps skip it.
-    /// 4. `increment` the election counter: 1 wins, later ones wait for the
-    ///    winner. Crash after winning: the request id is spent (replays get
-    ///    409 `idempotency_conflict`), no packet was handed out, no money.
-    /// 5. `set` the idempotency record. Crash: a replay answers 200 with it.
+    /// 4. append the id to the day index (`increment` + `set`), for
+    ///    reconcile. Crash: an indexed orphan, awaiting payment forever;
+    ///    the sweeps never see it (they walk the paid index).
+    /// 5. `increment` the election counter: 1 wins; a loser deletes what it
+    ///    wrote and answers the winner's packet, or 429 while the winner has
+    ///    not written its record yet. Crash after winning: the request id is
+    ///    spent (replays get 429), no packet was handed out, no money.
+    /// 6. `set` the idempotency record. Crash: a replay answers 200 with it.
     pub fn wrap(&mut self, sender: &str, req: &WrapRequest) -> Result<(u16, PacketView), Error> {
         let now = self.env.now;
         let record_key = keys::wrap_request(sender, &req.request_id);
         if let Some(bytes) = self.store.get(&record_key)? {
             return self.wrap_replay(&bytes, req).map(|view| (200, view));
         }
+        let unpaid = keys::unpaid(sender, now.day());
+        let limit = self.config.max_unpaid_per_user;
+        if self.store.increment(&unpaid, 1)? > i64::from(limit) {
+            self.store.increment(&unpaid, -1)?;
+            return Err(Error::TooManyUnpaid(limit));
+        }
         let id = PacketId::generate(now.day(), self.env.entropy.as_mut());
         let seed = self.env.random();
         let packet =
             state::wrap(&id, sender, &req.terms, now, seed, self.config.open_strategy.for_count(req.terms.count));
         self.store.set(&keys::packet(&id), &packet.encode())?;
-        if packet.strategy == Strategy::Cursor {
+        let shares: Vec<String> = match packet.strategy {
             // Before anyone can know the id: uncontended, plain writes.
-            let shares: Vec<(String, Vec<u8>)> =
-                state::preallocated_shares(&packet).iter().map(|s| (keys::share(&id, s.k), s.encode())).collect();
-            self.store.set_many(&shares)?;
-        }
-        lists::append(self.store, &keys::day_index(id.set(), id.day()), id.as_str().as_bytes())?;
+            Strategy::Cursor => {
+                let shares = state::preallocated_shares(&packet);
+                let entries: Vec<(String, Vec<u8>)> =
+                    shares.iter().map(|s| (keys::share(&id, s.k), s.encode())).collect();
+                self.store.set_many(&entries)?;
+                entries.into_iter().map(|(key, _)| key).collect()
+            }
+            Strategy::Cas => Vec::new(),
+        };
+        let index = keys::day_index(id.set(), id.day());
+        let slot = lists::append(self.store, &index, id.as_str().as_bytes())?;
         if self.store.increment(&keys::wrap_election(sender, &req.request_id), 1)? == 1 {
             let record = WrapRecord { packet_id: id.to_string(), terms: req.terms.clone() };
             self.store.set(&record_key, &crate::json::to_vec(&record))?;
             return Ok((201, packet.view(now)));
         }
-        // Another request with this request_id won: ours is an orphan. Drop
-        // it (best effort; a left-over is only an unpaid, unknown packet).
-        let _ = self.store.delete(&keys::packet(&id));
-        for _ in 0..WRAP_WAIT_ROUNDS {
-            if let Some(bytes) = self.store.get(&record_key)? {
-                return self.wrap_replay(&bytes, req).map(|view| (200, view));
-            }
-            (self.env.pause)(WRAP_WAIT_STEP);
+        // Another request with this request_id won: ours is an orphan that
+        // nobody knows of. Drop it (best effort: a left-over is an unpaid,
+        // unknown packet; an index slot left empty is skipped by readers) and
+        // give its unpaid slot back.
+        for key in shares.iter().chain([&keys::packet(&id), &index.slot(slot)]) {
+            let _ = self.store.delete(key);
         }
-        Err(Error::IdempotencyConflict(
-            "an earlier request with this request_id did not complete; use a new request_id".into(),
-        ))
+        self.store.increment(&unpaid, -1)?;
+        match self.store.get(&record_key)? {
+            Some(bytes) => self.wrap_replay(&bytes, req).map(|view| (200, view)),
+            // The winner is between its election and its record (or died
+            // there). Waiting here would stall the component instance's other
+            // requests: the client retries instead.
+            None => Err(Error::Busy { retry_after_seconds: 1 }),
+        }
     }
 
     fn wrap_replay(&self, record: &[u8], req: &WrapRequest) -> Result<PacketView, Error> {
@@ -95,14 +119,34 @@ impl<S: Store> Service<'_, S> {
 
     /// Pay (发): the payment system's signed callback activates the packet.
     ///
-    /// Store calls: the CAS loop on the packet record (`cas`, `current`,
-    /// `swap`), then the sender's sent record (`get` marker, `increment`,
-    /// `set` slot, `set` marker). A crash after the swap leaves the packet
-    /// active without its sent record; the payment system retries an
-    /// unanswered callback, and the replay (and every settle) writes it.
+    /// Store calls, and what a crash after each leaves:
+    /// 1. the payment_id's election (`get` its record; else `increment` its
+    ///    counter and, as the winner, `set` the record naming this packet):
+    ///    a payment_id pays one packet only. Crash after winning, before the
+    ///    record: the payment_id is spent (every retry gets 429 busy and the
+    ///    payment system, never answered, refunds its payer); no money moved.
+    /// 2. `get` the packet: refusals (amount, already paid, too late) answer here.
+    /// 3. append the id to the paid index the sweeps walk (marker `get`,
+    ///    `increment`, `set` slot, `set` marker), before the packet turns
+    ///    active, so whatever happens next a sweep finds it. Crash: an
+    ///    indexed unpaid packet, skipped by sweeps once it can no longer be paid.
+    /// 4. the CAS loop on the packet record (`cas`, `current`, `swap`).
+    /// 5. take it off the sender's unpaid count (an election `increment`,
+    ///    then `increment` -1), and write the sender's sent record.
+    ///
+    /// The payment system retries an unanswered callback; a replay redoes
+    /// steps 3 and 5 idempotently.
     pub fn pay(&mut self, id: &PacketId, req: &PaymentRequest) -> Result<PacketView, Error> {
+        if req.packet_id != id.as_str() {
+            return Err(Error::InvalidArgument("packet_id: must be the id of the packet in the path".into()));
+        }
         let now = self.env.now;
         let ttl = self.config.packet_ttl_seconds;
+        self.bind_payment(id, &req.payment_id)?;
+        // Refusals first, so only a payment that can succeed is indexed.
+        state::pay(&self.load(id)?, &req.payment_id, req.amount_fen, now, ttl)?;
+        let paid = keys::paid_index(id.set(), id.day());
+        lists::append_once(self.store, &paid, id.as_str(), id.as_str().as_bytes())?;
         let packet = update(self.store, &mut self.env, &keys::packet(id), |current, _| {
             let p = decode_existing(current)?;
             Ok(match state::pay(&p, &req.payment_id, req.amount_fen, now, ttl)? {
@@ -110,15 +154,48 @@ impl<S: Store> Service<'_, S> {
                 Paid::AlreadyApplied => Step::Done(p),
             })
         })?;
+        if self.store.increment(&keys::unpaid_release(id), 1)? == 1 {
+            self.store.increment(&keys::unpaid(&packet.sender, packet.created_at.day()), -1)?;
+        }
         self.record_sent(&packet)?;
         Ok(packet.view(now))
     }
 
+    /// Binds `payment_id` to packet `id`, for good: the first request to
+    /// count 1 on the payment_id's election writes the packet it pays, and a
+    /// payment_id bound to another packet answers 409 `payment_reused`.
+    ///
+    /// The election is per time window: a winner that died (or failed)
+    /// before writing its record leaves the payment_id unbound, and a retry
+    /// answers 429 until the next window, where it can win. Two packets could
+    /// only both be bound if the payment system signed one payment_id for two
+    /// packets and a winner stalled across a window's end.
+    fn bind_payment(&self, id: &PacketId, payment_id: &str) -> Result<(), Error> {
+        let record = keys::payment(payment_id);
+        let window = self.env.now.0.div_euclid(PAYMENT_ELECTION_WINDOW_SECONDS);
+        let bound = match self.store.get(&record)? {
+            Some(bound) => bound,
+            None if self.store.increment(&keys::payment_election(payment_id, window), 1)? == 1 => {
+                self.store.set(&record, id.as_str().as_bytes())?;
+                return Ok(());
+            }
+            // The winner is between its election and its record, or died there.
+            None => self.store.get(&record)?.ok_or(Error::Busy { retry_after_seconds: 1 })?,
+        };
+        if bound == id.as_str().as_bytes() { Ok(()) } else { Err(Error::PaymentReused) }
+    }
+
     /// Admission control before the store's hot record (the seeds' memcached
-    /// counter): one atomic `increment` of a per-packet, per-second counter;
-    /// above the limit the request is shed with 429 and nothing else happens.
-    /// Time-windowed keys cannot leak capacity when a function dies.
-    fn admit(&self, id: &PacketId) -> Result<(), Error> {
+    /// counter): first a per-(packet, user) counter, so one user's flood is
+    /// shed before it takes the group's capacity, then one atomic `increment`
+    /// of a per-packet, per-second counter; above either limit the request is
+    /// shed with 429 and nothing else happens. Time-windowed keys cannot leak
+    /// capacity when a function dies.
+    fn admit(&self, id: &PacketId, user: &str) -> Result<(), Error> {
+        let user_window = self.env.now.0.div_euclid(USER_WINDOW_SECONDS);
+        if self.store.increment(&keys::user_admission(id, user, user_window), 1)? > USER_ADMISSION_LIMIT {
+            return Err(Error::Busy { retry_after_seconds: USER_WINDOW_SECONDS as u32 });
+        }
         let window = self.env.now.0;
         let admitted = self.store.increment(&keys::admission(id, window), 1)?;
         if admitted == 1 {
@@ -135,7 +212,7 @@ impl<S: Store> Service<'_, S> {
     /// Grab (抢): the cheap qualification check. One counter increment and one
     /// read; no money moves. Hands out a signed ticket for open.
     pub fn grab(&mut self, id: &PacketId, user: &str) -> Result<GrabView, Error> {
-        self.admit(id)?;
+        self.admit(id, user)?;
         let packet = self.load(id)?;
         let remaining_count = match packet.strategy {
             Strategy::Cas => state::grab(&packet, user, self.env.now)?,
@@ -162,7 +239,7 @@ impl<S: Store> Service<'_, S> {
     pub fn open(&mut self, id: &PacketId, user: &str, ticket: &str) -> Result<OpenView, Error> {
         let now = self.env.now;
         let facts = auth::verify_ticket(self.config.auth_secret()?, ticket, id.as_str(), user, now)?;
-        self.admit(id)?;
+        self.admit(id, user)?;
         // The packet's own strategy decides, as the grab ticket states it
         // (then a cursor open never reads the packet record). Without facts
         // (a ticket from before they were signed in): most packets were
@@ -220,38 +297,26 @@ impl<S: Store> Service<'_, S> {
                 })),
             })
         });
-        let outcome = match outcome {
-            Ok(Some(found)) => Ok(found),
+        match outcome? {
+            Some(found) => Ok(found),
             // A cursor-strategy packet (wrapped under another configuration).
-            Ok(None) => {
+            None => {
                 let packet = self.load(id)?;
-                return self.cursor_open(id, &Terms::of(&packet), user);
+                self.cursor_open(id, &Terms::of(&packet), user)
             }
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(found) => Ok(found),
-            // Out of CAS attempts: report busy only if no claim of ours landed.
-            Err(Error::Busy { retry_after_seconds }) => {
-                let p = self.load(id)?;
-                match p.claim_of(user) {
-                    Some(claim) => Ok(Taken {
-                        claim: claim.clone(),
-                        remaining_count: p.remaining_count,
-                        sender: p.sender.clone(),
-                        fresh: false,
-                    }),
-                    None => Err(Error::Busy { retry_after_seconds }),
-                }
-            }
-            Err(e) => Err(e),
         }
     }
 
-    /// Query (查): the packet view.
-    pub fn query(&self, id: &PacketId) -> Result<PacketView, Error> {
-        let packet = self.load(id)?;
-        Ok(self.current(id, packet)?.view(self.env.now))
+    /// Query (查): the packet view. Its claims and best luck are shown to the
+    /// sender and to the packet's claimants only (contract v1.1).
+    pub fn query(&self, id: &PacketId, viewer: &str) -> Result<PacketView, Error> {
+        let packet = self.current(id, self.load(id)?)?;
+        let mut view = packet.view(self.env.now);
+        if packet.sender != viewer && packet.claim_of(viewer).is_none() {
+            view.claims.clear();
+            view.best_luck = None;
+        }
+        Ok(view)
     }
 
     /// Appends a claim to its receiver's received list (idempotent). `fresh`:

@@ -18,21 +18,44 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
 /// Day-tables a sweep looks at (the seeds' `dd` cycle). A packet's money all
-/// moves within payment window + TTL (at most 2 x 14 days) of its creation, so
-/// 31 days leave three days of slack for a sweeper that was down.
+/// moves within payment window + TTL (at most 2 x 14 days, plus the clock
+/// skew margin) of its creation, so 31 days leave nearly three days of slack
+/// for a sweeper that was down.
 pub const HOT_DAYS: i64 = 31;
+
+/// How far the clocks of two instances may disagree. Payment checks its
+/// window on its own clock, sweeps decide on theirs, so a sweep treats a
+/// packet as unpayable (and a day as closed) only this long after the latest
+/// moment any payment window can end.
+pub const CLOCK_SKEW_TOLERANCE_SECONDS: i64 = 3_600;
+
+/// The moment after which no instance can accept a payment for a packet
+/// created at `created`.
+fn payable_until(created: Timestamp) -> Timestamp {
+    created.plus_seconds(MAX_TTL_SECONDS + CLOCK_SKEW_TOLERANCE_SECONDS)
+}
 
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub struct ExpireReport {
     pub scanned: u64,
     pub refunded: u64,
     pub refund_fen: u64,
+    pub errors: Vec<SweepError>,
 }
 
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub struct SettleReport {
     pub credited: u64,
     pub credited_fen: u64,
+    pub errors: Vec<SweepError>,
+}
+
+/// A packet a sweep could not finish this time (the next run retries it),
+/// with the contract's code for why.
+#[derive(Debug, Serialize, PartialEq, Eq, Clone)]
+pub struct SweepError {
+    pub packet_id: String,
+    pub code: &'static str,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq, Clone)]
@@ -74,7 +97,8 @@ impl<S: Store> Service<'_, S> {
         let op = format!("expire:{:016x}", self.env.random());
         let now = self.env.now;
         let mut report = ExpireReport::default();
-        self.walk(|svc, id| {
+        let mut errors = Vec::new();
+        self.walk(&mut errors, |svc, id| {
             report.scanned += 1;
             let packet = match svc.load(id) {
                 Ok(p) => p,
@@ -116,6 +140,7 @@ impl<S: Store> Service<'_, S> {
             }
             Ok(svc.is_done(&packet))
         })?;
+        report.errors = errors;
         Ok(report)
     }
 
@@ -130,7 +155,8 @@ impl<S: Store> Service<'_, S> {
     pub fn settle(&mut self) -> Result<SettleReport, Error> {
         let op = format!("settle:{:016x}", self.env.random());
         let mut report = SettleReport::default();
-        self.walk(|svc, id| {
+        let mut errors = Vec::new();
+        self.walk(&mut errors, |svc, id| {
             let packet = match svc.load(id) {
                 Ok(p) => p,
                 Err(Error::NotFound) => return Ok(true),
@@ -149,11 +175,16 @@ impl<S: Store> Service<'_, S> {
             svc.settle_packet(id, &packet, &op, &mut report)?;
             Ok(false) // re-checked as done on a later run, after progress is recorded
         })?;
+        report.errors = errors;
         Ok(report)
     }
 
+    /// Credits the claims and the refund of `p` not recorded as credited, then
+    /// records exactly those (by seq) as credited. Progress names its claims:
+    /// a claim collected later, whatever its seq, is credited by a later run.
     fn settle_packet(&mut self, id: &PacketId, p: &Packet, op: &str, report: &mut SettleReport) -> Result<(), Error> {
-        for claim in &p.claims[p.settled_claims as usize..] {
+        let mut credited = Vec::new();
+        for claim in p.claims.iter().filter(|c| !p.is_claim_settled(c.seq)) {
             let item = ReceivedItem {
                 packet_id: p.id.clone(),
                 sender: p.sender.clone(),
@@ -167,16 +198,18 @@ impl<S: Store> Service<'_, S> {
                 &keys::credit_election(id, &format!("c{}", claim.seq)),
                 report,
             )?;
+            credited.push(claim.seq);
         }
         let refund = p.refund_credit();
         if let (Some(entry), false) = (&refund, p.refund_settled) {
             self.credit(&p.sender, entry, &keys::credit_election(id, "refund"), report)?;
         }
         self.record_sent(p)?;
-        let through = p.claims.len() as u32;
+        // Out of CAS attempts (a busy packet, or swaps that wrote but said
+        // they failed): the credits stand, and the next run records them.
         update(self.store, &mut self.env, &keys::packet(id), |current, _| {
             let now = decode_existing(current)?;
-            Ok(match state::record_settled(&now, through, refund.is_some(), op) {
+            Ok(match state::record_settled(&now, &credited, refund.is_some(), op) {
                 Some(next) => Step::Write(next.encode(), ()),
                 None => Step::Done(()),
             })
@@ -199,8 +232,9 @@ impl<S: Store> Service<'_, S> {
     /// A packet no sweep needs to look at again.
     fn is_done(&self, p: &Packet) -> bool {
         match p.status {
-            // Unpayable once the longest possible payment window has passed.
-            Status::AwaitingPayment => self.env.now >= p.created_at.plus_seconds(MAX_TTL_SECONDS),
+            // In the paid index but not paid (its payment died, or is still
+            // in flight): done once no instance's clock can accept a payment.
+            Status::AwaitingPayment => self.env.now >= payable_until(p.created_at),
             Status::Expired | Status::Refunded => p.is_settled(),
             Status::Active | Status::Exhausted => false,
         }
@@ -208,12 +242,18 @@ impl<S: Store> Service<'_, S> {
 
     /// Visits every packet of the hot day-tables that is not known to be done,
     /// SET by SET. `visit` returns whether the packet is done for good; the
-    /// index hints advance over finished prefixes.
-    fn walk(&mut self, mut visit: impl FnMut(&mut Self, &PacketId) -> Result<bool, Error>) -> Result<(), Error> {
+    /// index hints advance over finished prefixes. A packet `visit` fails on
+    /// is listed in `errors` and left for the next run: one bad packet never
+    /// holds up the others.
+    fn walk(
+        &mut self,
+        errors: &mut Vec<SweepError>,
+        mut visit: impl FnMut(&mut Self, &PacketId) -> Result<bool, Error>,
+    ) -> Result<(), Error> {
         let today = self.env.now.day();
         let tables: Vec<(u32, Day)> =
             (0..HOT_DAYS).flat_map(|back| (0..SETS).map(move |set| (set, today.minus_days(back)))).collect();
-        let hint_keys: Vec<String> = tables.iter().map(|&(set, day)| keys::day_index_low(set, day)).collect();
+        let hint_keys: Vec<String> = tables.iter().map(|&(set, day)| keys::paid_index_low(set, day)).collect();
         let mut hints = Vec::with_capacity(tables.len());
         for chunk in hint_keys.chunks(256) {
             hints.extend(self.store.get_many(chunk)?);
@@ -223,10 +263,11 @@ impl<S: Store> Service<'_, S> {
             if hint.closed {
                 continue;
             }
-            let (len, items) = lists::read_from(self.store, &keys::day_index(set, day), hint.next.max(1))?;
-            // A hole in a recent day may be an append still in flight; in an
-            // older day it is a crashed append and will never fill.
-            let settled_day = day.start() < Timestamp(self.env.now.0 - 2 * 86_400);
+            let (len, items) = lists::read_from(self.store, &keys::paid_index(set, day), hint.next.max(1))?;
+            // Until no packet of the day can be paid any more, a hole may be
+            // an append still in flight; after that it is a crashed append
+            // and will never fill, and nothing new can join the day.
+            let settled_day = self.env.now >= payable_until(day.start().plus_seconds(86_400));
             let mut next = hint.next.max(1);
             let mut prefix_done = true;
             let mut seen = HashSet::new();
@@ -236,7 +277,10 @@ impl<S: Store> Service<'_, S> {
                     Some((k, _)) if *k == slot => {
                         let (_, bytes) = present.next().expect("peeked");
                         match String::from_utf8(bytes).ok().and_then(|s| PacketId::parse(&s)) {
-                            Some(id) if seen.insert(id.clone()) => visit(self, &id)?,
+                            Some(id) if seen.insert(id.clone()) => visit(self, &id).unwrap_or_else(|e| {
+                                errors.push(SweepError { packet_id: id.to_string(), code: e.code() });
+                                false
+                            }),
                             _ => true,
                         }
                     }
@@ -292,7 +336,7 @@ impl<S: Store> Service<'_, S> {
 
         // Credits: each claim in its receiver's wallet, the refund in the sender's.
         let mut expected: Vec<(String, WalletEntry, bool)> =
-            p.claims.iter().map(|c| (c.user.clone(), p.claim_credit(c), c.seq <= p.settled_claims)).collect();
+            p.claims.iter().map(|c| (c.user.clone(), p.claim_credit(c), p.is_claim_settled(c.seq))).collect();
         if let Some(entry) = p.refund_credit() {
             expected.push((p.sender.clone(), entry, p.refund_settled));
         }

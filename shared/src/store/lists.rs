@@ -13,9 +13,11 @@ use super::{Store, StoreError};
 use crate::keys::List;
 
 /// Appends unconditionally (for items that are unique by construction).
-pub fn append<S: Store + ?Sized>(store: &S, list: &List, item: &[u8]) -> Result<(), StoreError> {
+/// Returns the slot the item went to.
+pub fn append<S: Store + ?Sized>(store: &S, list: &List, item: &[u8]) -> Result<i64, StoreError> {
     let slot = store.increment(&list.len_key(), 1)?;
-    store.set(&list.slot(slot), item)
+    store.set(&list.slot(slot), item)?;
+    Ok(slot)
 }
 
 /// Appends `item` under `name` unless an item of that name is there already.

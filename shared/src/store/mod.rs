@@ -69,10 +69,13 @@ pub enum Step<T> {
 }
 
 /// The compare-and-set loop: read the record, let `step` decide, swap, and on
-/// `CasFailed` back off (jittered) and decide again from a fresh read. Bounded:
-/// after `MAX_CAS_ATTEMPTS` it answers 429 `busy` having written nothing
-/// (every failed attempt either did not write, or wrote an effect the next
-/// `step` recognises as its own and returns as `Done`).
+/// `CasFailed` back off (jittered) and decide again from a fresh read.
+/// Bounded: after `MAX_CAS_ATTEMPTS` it reads the record once more and lets
+/// `step` look at it, so a last swap that wrote but reported `CasFailed`
+/// (Spin 4's Redis store) is answered as done; only if `step` still wants to
+/// write does it answer 429 `busy`, having written nothing (every failed
+/// attempt either did not write, or wrote an effect `step` recognises as its
+/// own and returns as `Done`).
 pub fn update<S: Store + ?Sized, T>(
     store: &S,
     env: &mut Env,
@@ -91,7 +94,11 @@ pub fn update<S: Store + ?Sized, T>(
             },
         }
     }
-    Err(Error::Busy { retry_after_seconds: 1 })
+    let cas = store.cas(key)?;
+    match step(store.current(&cas)?.as_deref(), env)? {
+        Step::Done(out) => Ok(out),
+        Step::Write(..) => Err(Error::Busy { retry_after_seconds: 1 }),
+    }
 }
 
 /// Lets operations take `&S` where S is a shared store behind a reference.

@@ -69,8 +69,13 @@ pub fn paid_packet<S: Store>(
     let (status, view) = s.wrap(sender, &wrap_request(&format!("r-{}", now.0), kind, total, count)).unwrap();
     assert_eq!(status, 201);
     let id = PacketId::parse(&view.id).unwrap();
-    s.pay(&id, &PaymentRequest { payment_id: format!("pay-{id}"), amount_fen: Fen(total) }).unwrap();
+    s.pay(&id, &payment(&id, &format!("pay-{id}"), total)).unwrap();
     id
+}
+
+/// The payment system's callback for packet `id`.
+pub fn payment(id: &PacketId, payment_id: &str, amount: u64) -> PaymentRequest {
+    PaymentRequest { packet_id: id.to_string(), payment_id: payment_id.into(), amount_fen: Fen(amount) }
 }
 
 /// Grab then open, as a client does.

@@ -223,7 +223,8 @@ async fn paid_packet(client: &mut Client, total: u64, count: u32) -> Result<Stri
     let wrapped = client.post("/v1/packets", &[("authorization", &bearer("sender"))], body).await?;
     ensure!(wrapped.status == 201, "wrap: {} {}", wrapped.status, String::from_utf8_lossy(&wrapped.body));
     let id = wrapped.json()["id"].as_str().context("id")?.to_owned();
-    let payment = json!({"payment_id": format!("pay-{id}"), "amount_fen": total, "status": "success"}).to_string();
+    let payment = json!({"packet_id": id, "payment_id": format!("pay-{id}"), "amount_fen": total, "status": "success"})
+        .to_string();
     let signature = hongbao::auth::sign_payment(PAYMENT, payment.as_bytes());
     let paid =
         client.post(&format!("/v1/packets/{id}/payment"), &[("x-payment-signature", &signature)], payment).await?;
@@ -290,7 +291,7 @@ async fn check_packet(
     told: &HashMap<String, Value>,
 ) -> Result<()> {
     let view =
-        Client::new(addr).get(&format!("/v1/packets/{id}"), &[("authorization", &bearer("auditor"))]).await?.json();
+        Client::new(addr).get(&format!("/v1/packets/{id}"), &[("authorization", &bearer("sender"))]).await?.json();
     let claims = view["claims"].as_array().context("claims")?;
     let sum: u64 = claims.iter().map(|c| c["amount_fen"].as_u64().unwrap_or(0)).sum();
     let mut users: Vec<&str> = claims.iter().map(|c| c["user"].as_str().unwrap_or("")).collect();

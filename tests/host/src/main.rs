@@ -31,7 +31,9 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
     },
-    /// Print the x-payment-signature header value for a body, signed with SPIN_VARIABLE_PAYMENT_SECRET.
+    /// Print the x-payment-signature header value for a payment callback body, signed with
+    /// SPIN_VARIABLE_PAYMENT_SECRET. The body must name its packet (contract v1.1):
+    /// {"packet_id":"…","payment_id":"…","amount_fen":N,"status":"success"}.
     SignPayment { body: String },
     /// Measure opens per second against the /healthz ceiling (see BENCHMARKS.md).
     Bench {
@@ -111,6 +113,9 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::SignPayment { body } => {
+            // Refuse what the service would refuse, before anyone sends it.
+            let parsed = hongbao::api::parse_payment(body.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            anyhow::ensure!(hongbao::PacketId::parse(&parsed.packet_id).is_some(), "packet_id is not a packet id");
             println!("{}", hongbao::auth::sign_payment(&secret("payment_secret")?, body.as_bytes()));
             Ok(())
         }

@@ -82,6 +82,10 @@ async fn replays_are_idempotent_and_conflicts_are_refused() {
     assert_eq!((replay.status, replay.json()), (200, paid.json()), "a replay changes nothing");
     let other = api.pay(&id, "pay-2", 1000).await;
     assert_eq!((other.status, other.code().as_deref()), (409, Some("already_paid")));
+    // Contract v1.1: a payment_id pays one packet only.
+    let second = api.wrap("alice", wrap_body("req-2", 1000, 4)).await.json()["id"].as_str().unwrap().to_owned();
+    let reused = api.pay(&second, "pay-1", 1000).await;
+    assert_eq!((reused.status, reused.code().as_deref()), (409, Some("payment_reused")));
 
     let grabbed = api.grab(&id, "bob").await;
     let ticket = grabbed.json()["ticket"].as_str().unwrap().to_owned();
@@ -92,8 +96,12 @@ async fn replays_are_idempotent_and_conflicts_are_refused() {
     let regrab = api.grab(&id, "bob").await;
     assert_eq!((regrab.status, regrab.code().as_deref()), (409, Some("already_claimed")));
     assert_eq!(regrab.json()["claim"], opened.json()["claim"]);
-    let view = api.query(&id, "carol").await.json();
+    let view = api.query(&id, "bob").await.json();
     assert_eq!(view["claims"].as_array().unwrap().len(), 1, "one claim however often bob opens");
+    // Contract v1.1: claims are private to the sender and the claimants.
+    let stranger = api.query(&id, "carol").await.json();
+    assert_eq!((stranger["claims"].clone(), stranger["best_luck"].clone()), (json!([]), serde_json::Value::Null));
+    assert_eq!(stranger["remaining_count"], view["remaining_count"], "the rest of the view is public");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -63,7 +63,7 @@ async fn sigkill_mid_packet_loses_nothing() {
     let mut before_kill = serde_json::Value::Null;
     for _ in 0..500 {
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let view = api.query(&id, "watcher").await.json();
+        let view = api.query(&id, "sender").await.json();
         if view["claims"].as_array().map_or(0, Vec::len) >= 30 {
             before_kill = view;
             break;
@@ -81,7 +81,7 @@ async fn sigkill_mid_packet_loses_nothing() {
     }
 
     let mut api = Api::new(host.addr);
-    let view = api.query(&id, "watcher").await.json();
+    let view = api.query(&id, "sender").await.json();
     let recorded = view["claims"].as_array().unwrap();
     // Every claim visible before the kill (it was durable before being shown) is still there, unchanged.
     for claim in &claimed_before {

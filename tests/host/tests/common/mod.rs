@@ -194,7 +194,8 @@ impl Api {
     }
 
     pub async fn pay(&mut self, id: &str, payment_id: &str, amount: u64) -> Reply {
-        let body = json!({"payment_id": payment_id, "amount_fen": amount, "status": "success"}).to_string();
+        let body =
+            json!({"packet_id": id, "payment_id": payment_id, "amount_fen": amount, "status": "success"}).to_string();
         let signature = hongbao::auth::sign_payment(PAYMENT, body.as_bytes());
         self.client
             .post(&format!("/v1/packets/{id}/payment"), &[("x-payment-signature", &signature)], body)
