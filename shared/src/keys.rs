@@ -91,16 +91,11 @@ pub fn paid_index_low(set: u32, day: Day) -> String {
     format!("s{}/paid/{}/low", set, day.compact())
 }
 
-/// Election counter of a payment_id in one time window: the request that
-/// counts 1 binds it to its packet, so one payment can pay one packet only
-/// (counter). The id is hashed, as payment system text.
-pub fn payment_election(payment_id: &str, window: i64) -> String {
-    format!("{}/{}/n", payment(payment_id), window)
-}
-
-/// Which packet a payment_id paid (value: the packet id).
-pub fn payment(payment_id: &str) -> String {
-    format!("pay/{}", short_hash(payment_id))
+/// Which packet a payment_id pays: the sum of the codes of the packets
+/// that claimed it (counter; see `ops::packet::bind_payment`). The id is
+/// hashed, as payment system text.
+pub fn payment_binding(payment_id: &str) -> String {
+    format!("pay/{}/n", short_hash(payment_id))
 }
 
 /// A user's wraps of `day` not yet paid (counter): bounds unpaid packets.
@@ -248,7 +243,7 @@ mod tests {
             cursor(&id),
             open_marker(&id, "n"),
             paid_index(1, day).len_key(),
-            payment_election("p/n", 3),
+            payment_binding("p/n"),
             unpaid("bob", day),
             unpaid_release(&id),
             user_admission(&id, "bob", 7),
@@ -264,8 +259,6 @@ mod tests {
             day_index(1, day).slot(3),
             paid_index_low(1, day),
             paid_index(1, day).slot(2),
-            payment("p/n"),
-            payment("p/len"),
             wallet("bob", day).marker("p.c1"),
             wallet_days("bob").slot(1),
             share(&id, 7),

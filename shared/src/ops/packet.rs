@@ -12,15 +12,12 @@ use crate::record::{Claim, ClaimView, Packet, PacketView, ReceivedItem, Strategy
 use crate::state::{self, Opened, Paid};
 use crate::store::{Step, Store, lists, update};
 use serde::Serialize;
+use sha2::Digest;
 
 /// Grab and open requests one user may make on one packet per window: far
 /// above what a person taps, far below what takes a group's admission.
 const USER_ADMISSION_LIMIT: i64 = 20;
 const USER_WINDOW_SECONDS: i64 = 10;
-
-/// How long a payment_id's election stays with a winner that never wrote
-/// its record (see `bind_payment`).
-const PAYMENT_ELECTION_WINDOW_SECONDS: i64 = 300;
 
 #[derive(Debug, PartialEq, Eq, Serialize)]
 pub struct GrabView {
@@ -120,12 +117,12 @@ impl<S: Store> Service<'_, S> {
     /// Pay (发): the payment system's signed callback activates the packet.
     ///
     /// Store calls, and what a crash after each leaves:
-    /// 1. the payment_id's election (`get` its record; else `increment` its
-    ///    counter and, as the winner, `set` the record naming this packet):
-    ///    a payment_id pays one packet only. Crash after winning, before the
-    ///    record: the payment_id is spent (every retry gets 429 busy and the
-    ///    payment system, never answered, refunds its payer); no money moved.
-    /// 2. `get` the packet: refusals (amount, already paid, too late) answer here.
+    /// 1. `get` the packet: refusals (amount, already paid, too late) answer
+    ///    here, and a replay of the payment that paid it skips to step 5.
+    /// 2. the payment_id's binding (`increment` its counter by 0, then by
+    ///    this packet's code if nobody claimed it): a payment_id pays one
+    ///    packet only (see `bind_payment`). Crash: the binding stands, and the
+    ///    payment system's retry finds it.
     /// 3. append the id to the paid index the sweeps walk (marker `get`,
     ///    `increment`, `set` slot, `set` marker), before the packet turns
     ///    active, so whatever happens next a sweep finds it. Crash: an
@@ -142,9 +139,9 @@ impl<S: Store> Service<'_, S> {
         }
         let now = self.env.now;
         let ttl = self.config.packet_ttl_seconds;
-        self.bind_payment(id, &req.payment_id)?;
-        // Refusals first, so only a payment that can succeed is indexed.
-        state::pay(&self.load(id)?, &req.payment_id, req.amount_fen, now, ttl)?;
+        if let Paid::Changed(_) = state::pay(&self.load(id)?, &req.payment_id, req.amount_fen, now, ttl)? {
+            self.bind_payment(id, &req.payment_id)?;
+        }
         let paid = keys::paid_index(id.set(), id.day());
         lists::append_once(self.store, &paid, id.as_str(), id.as_str().as_bytes())?;
         let packet = update(self.store, &mut self.env, &keys::packet(id), |current, _| {
@@ -161,28 +158,24 @@ impl<S: Store> Service<'_, S> {
         Ok(packet.view(now))
     }
 
-    /// Binds `payment_id` to packet `id`, for good: the first request to
-    /// count 1 on the payment_id's election writes the packet it pays, and a
-    /// payment_id bound to another packet answers 409 `payment_reused`.
+    /// Binds `payment_id` to packet `id` for good, or answers 409
+    /// `payment_reused` if it is bound to another packet.
     ///
-    /// The election is per time window: a winner that died (or failed)
-    /// before writing its record leaves the payment_id unbound, and a retry
-    /// answers 429 until the next window, where it can win. Two packets could
-    /// only both be bound if the payment system signed one payment_id for two
-    /// packets and a winner stalled across a window's end.
+    /// The binding is a counter, so it needs no compare-and-set from absent
+    /// and leaves nothing half-done: the first packet to find it at 0 adds
+    /// its code (a 40-bit hash of its id, never 0). A packet is the one bound
+    /// when the counter is a multiple of its code: its own adds only (a
+    /// duplicate callback, or a retry whose add did apply). A second packet's
+    /// add makes the sum a multiple of neither code but with negligible
+    /// chance (about 2^-40), so it is refused, and so is anything after it.
     fn bind_payment(&self, id: &PacketId, payment_id: &str) -> Result<(), Error> {
-        let record = keys::payment(payment_id);
-        let window = self.env.now.0.div_euclid(PAYMENT_ELECTION_WINDOW_SECONDS);
-        let bound = match self.store.get(&record)? {
-            Some(bound) => bound,
-            None if self.store.increment(&keys::payment_election(payment_id, window), 1)? == 1 => {
-                self.store.set(&record, id.as_str().as_bytes())?;
-                return Ok(());
-            }
-            // The winner is between its election and its record, or died there.
-            None => self.store.get(&record)?.ok_or(Error::Busy { retry_after_seconds: 1 })?,
-        };
-        if bound == id.as_str().as_bytes() { Ok(()) } else { Err(Error::PaymentReused) }
+        let key = keys::payment_binding(payment_id);
+        let code = payment_code(id);
+        let mut bound = self.store.increment(&key, 0)?;
+        if bound == 0 {
+            bound = self.store.increment(&key, code)?;
+        }
+        if bound % code == 0 { Ok(()) } else { Err(Error::PaymentReused) }
     }
 
     /// Admission control before the store's hot record (the seeds' memcached
@@ -331,6 +324,14 @@ impl<S: Store> Service<'_, S> {
         }
         Ok(())
     }
+}
+
+/// A packet's code in payment bindings: 40 bits of a hash of its id, top
+/// bit set (never 0, and millions of adds fit in an i64).
+fn payment_code(id: &PacketId) -> i64 {
+    let digest = sha2::Sha256::digest(id.as_str().as_bytes());
+    let low = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes")) & ((1 << 39) - 1);
+    (low | 1 << 39) as i64
 }
 
 /// A share taken by an open: the claim, the shares left, the sender, and
