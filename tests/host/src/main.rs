@@ -90,6 +90,10 @@ struct UpArgs {
     /// Requests running in components at once; more wait in arrival order (0: no bound).
     #[arg(long, default_value_t = hongbao_host::server::DEFAULT_MAX_RUNNING_REQUESTS)]
     max_running_requests: usize,
+    /// Inject store faults, for testing: `error=P` (a call fails, doing nothing),
+    /// `cas_lie=P` (a swap writes but reports cas-failed), comma-separated.
+    #[arg(long, value_name = "FAULTS")]
+    faults: Option<String>,
 }
 
 #[global_allocator]
@@ -170,6 +174,11 @@ async fn up(manifest: PathBuf, args: UpArgs) -> Result<()> {
         max_running_requests: args.max_running_requests,
     };
     let app = App::load_with(&manifest, store, options, |k| std::env::var(k).ok())?;
+    if let Some(faults) = &args.faults {
+        let faults = hongbao_host::kv::Faults::parse(faults).map_err(|e| anyhow::anyhow!("--faults: {e}"))?;
+        eprintln!("hongbao-host: injecting store faults: {faults:?}");
+        app.kv.inject(faults).map_err(|e| anyhow::anyhow!(e.0))?;
+    }
     let admin_token = app.variables.get("admin_token").cloned();
     eprintln!("hongbao-host: {} — store: {}", app.manifest.name, app.store_location);
     for (id, took, cached) in &app.compile_report {

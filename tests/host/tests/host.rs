@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use hongbao::http::Endpoint;
 use hongbao_host::client::Client;
+use serde_json::json;
 use std::collections::HashMap;
 
 fn probe_manifest() -> std::path::PathBuf {
@@ -275,4 +276,39 @@ async fn the_durable_store_is_spins_sqlite_table() {
         .unwrap();
     let record = hongbao::record::Packet::decode(&value).unwrap();
     assert_eq!((record.id, record.total_fen.0), (id, 300));
+}
+
+/// A request that stalls (here: a client sending its body slowly) must not
+/// hold up another request on the same component instance: WASI 0.3 runs up
+/// to 16 requests at once on one instance, so nothing in a component may
+/// block it (no thread sleep; CAS retries do not pause, busy waits answer
+/// 429). Synchronised on events: the second request completes while the
+/// first one's body is still half sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_request_does_not_block_its_instance() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let spec = HostSpec::app().arg("--max-instance-concurrent-reuse-count").arg("16");
+    let host = HostProcess::start(&spec);
+    let body = json!({"request_id": "slow", "kind": "lucky", "total_fen": 100, "count": 2}).to_string();
+    let (first_half, second_half) = body.split_at(body.len() / 2);
+    let mut slow = tokio::net::TcpStream::connect(host.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/packets HTTP/1.1\r\nhost: test\r\nauthorization: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{first_half}",
+        bearer("alice"),
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let mut api = Api::new(host.addr);
+    let quick = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        api.wrap("bob", json!({"request_id": "quick", "kind": "lucky", "total_fen": 100, "count": 2})),
+    )
+    .await
+    .expect("served while the other request of the component is stalled");
+    assert_eq!(quick.status, 201);
+    slow.write_all(second_half.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 4096];
+    let n = slow.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
 }

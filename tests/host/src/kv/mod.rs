@@ -106,6 +106,50 @@ pub struct Kv {
     state: Mutex<State>,
     journal: Option<sqlite::Journal>,
     pub stats: Stats,
+    faults: std::sync::OnceLock<Faults>,
+}
+
+/// Injected store faults (`hongbao-host up --faults error=0.02,cas_lie=0.05`),
+/// to show the components keep the books right on a store that misbehaves as
+/// real ones do: `error`, the share of calls that fail without effect;
+/// `cas_lie`, the share of swaps that write but report `cas-failed` (as Spin
+/// 4.0.2's Redis store does on every swap).
+#[derive(Debug)]
+pub struct Faults {
+    pub error: f64,
+    pub cas_lie: f64,
+    /// A splitmix64 state: the draws need no quality, only no lock.
+    state: AtomicU64,
+}
+
+impl Faults {
+    /// Parses `name=probability` pairs, comma-separated.
+    pub fn parse(text: &str) -> Result<Faults, String> {
+        let mut faults = Faults { error: 0.0, cas_lie: 0.0, state: AtomicU64::new(0x5eed) };
+        for pair in text.split(',').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').ok_or_else(|| format!("{pair}: want name=probability"))?;
+            let p: f64 = value.parse().map_err(|_| format!("{pair}: not a number"))?;
+            if !(0.0..=1.0).contains(&p) {
+                return Err(format!("{pair}: a probability is between 0 and 1"));
+            }
+            match name.trim() {
+                "error" => faults.error = p,
+                "cas_lie" => faults.cas_lie = p,
+                other => return Err(format!("unknown fault {other} (error, cas_lie)")),
+            }
+        }
+        Ok(faults)
+    }
+
+    fn happens(&self, probability: f64) -> bool {
+        if probability <= 0.0 {
+            return false;
+        }
+        let mut z = self.state.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 <= probability
+    }
 }
 
 /// The outcome of a swap whose comparison failed: what the key holds now.
@@ -121,6 +165,7 @@ impl Kv {
             state: Mutex::new(State { entries: Map::default(), next_seq: 1, last_delete: 0 }),
             journal: None,
             stats: Stats::default(),
+            faults: std::sync::OnceLock::new(),
         }
     }
 
@@ -135,7 +180,13 @@ impl Kv {
             state: Mutex::new(State { entries, next_seq: 2, last_delete: 0 }),
             journal: Some(journal),
             stats: Stats::default(),
+            faults: std::sync::OnceLock::new(),
         })
+    }
+
+    /// From now on, inject `faults` (once per store).
+    pub fn inject(&self, faults: Faults) -> Result<(), KvError> {
+        self.faults.set(faults).map_err(|_| KvError("faults are injected already".into()))
     }
 
     pub fn is_durable(&self) -> bool {
@@ -176,6 +227,9 @@ impl Kv {
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>, KvError> {
         if let Some(journal) = &self.journal {
             journal.check()?;
+        }
+        if self.faults.get().is_some_and(|f| f.happens(f.error)) {
+            return Err(KvError("injected fault: the call failed and did nothing".into()));
         }
         Ok(self.state.lock().unwrap())
     }
@@ -336,13 +390,34 @@ impl Kv {
             self.stats.swaps_failed.fetch_add(1, Ordering::Relaxed);
             return Ok(Err(CasFailed { current_seq: now }));
         }
-        Ok(Ok(self.write(&mut state, label, key, Some(Value::Bytes(value)))))
+        let ticket = self.write(&mut state, label, key, Some(Value::Bytes(value)));
+        if self.faults.get().is_some_and(|f| f.happens(f.cas_lie)) {
+            return Ok(Err(CasFailed { current_seq: ticket.0 }));
+        }
+        Ok(Ok(ticket))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn injected_faults_fail_calls_and_make_swaps_lie() {
+        assert!(Faults::parse("error=2").is_err() && Faults::parse("nope=0.1").is_err());
+        let kv = Kv::in_memory();
+        kv.inject(Faults::parse("cas_lie=1").unwrap()).unwrap();
+        kv.set("default", "k", b"a".to_vec()).unwrap();
+        let (_, seen, _) = kv.current("default", "k").unwrap();
+        assert!(kv.swap("default", "k", seen, b"b".to_vec()).unwrap().is_err(), "reported as failed");
+        assert_eq!(kv.get("default", "k").unwrap().0, Some(b"b".to_vec()), "yet written");
+        let kv = Kv::in_memory();
+        kv.inject(Faults::parse("error=0.5").unwrap()).unwrap();
+        let failed = (0..1000).filter(|i| kv.set("default", &i.to_string(), vec![1]).is_err()).count();
+        assert!((350..650).contains(&failed), "{failed} of 1000 failed");
+        let written = kv.stats().calls;
+        assert_eq!(written, 1000);
+    }
 
     #[test]
     fn swap_is_strict_about_versions_not_values() {
