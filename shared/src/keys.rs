@@ -80,6 +80,12 @@ pub fn day_index(set: u32, day: Day) -> List {
     List(format!("s{}/ix/{}", set, day.compact()))
 }
 
+/// Set once the expiry sweep has dropped the shares of that day index's
+/// packets that were never paid (a mark, written by `set`).
+pub fn day_index_cleaned(set: u32, day: Day) -> String {
+    format!("s{}/ix/{}/cleaned", set, day.compact())
+}
+
 /// The per-SET, per-creation-day index of packets whose payment was
 /// accepted: what the sweeps walk, so unpaid packets never slow them.
 pub fn paid_index(set: u32, day: Day) -> List {
@@ -258,6 +264,7 @@ mod tests {
             wrap_request("bob", "x/len"),
             day_index(1, day).slot(3),
             paid_index_low(1, day),
+            day_index_cleaned(1, day),
             paid_index(1, day).slot(2),
             wallet("bob", day).marker("p.c1"),
             wallet_days("bob").slot(1),

@@ -225,6 +225,26 @@ fn a_wrap_that_lost_its_election_leaves_no_records_behind() {
     assert_eq!(store.value_keys(), Vec::<String>::new(), "no packet, share or index entry");
 }
 
+/// Defect 4: a cursor packet wrapped and never paid kept its pre-split
+/// shares forever.
+#[test]
+fn shares_of_a_packet_never_paid_are_dropped_once_it_cannot_be_paid() {
+    let (store, config) = (memory(), cursor_config());
+    let unpaid = unpaid(&store, &config, "s", "r", 500);
+    let paid = paid_packet(&store, &config, T0, "t", Kind::Lucky, 500, 2);
+    let shares = |id: &PacketId| store.value_keys().iter().filter(|k| k.contains(&format!("/sh/{id}/s"))).count();
+    assert_eq!((shares(&unpaid), shares(&paid)), (2, 2));
+    svc(&store, &config, T0.plus_seconds(MAX_TTL_SECONDS)).expire().unwrap();
+    assert_eq!(shares(&unpaid), 2, "it may still be paid (within the clock-skew margin)");
+    let closed = T0.plus_seconds(MAX_TTL_SECONDS + 2 * DAY);
+    let report = svc(&store, &config, closed).expire().unwrap();
+    assert_eq!((shares(&unpaid), shares(&paid), report.errors.len()), (0, 2, 0));
+    assert_eq!(load(&store, &unpaid).status, Status::AwaitingPayment, "the record stays");
+    // A cleaned day is not read again: a record broken since goes unnoticed.
+    store.set(&keys::packet(&unpaid), b"{broken").unwrap();
+    assert_eq!(svc(&store, &config, closed.plus_seconds(1)).expire().unwrap().errors, vec![]);
+}
+
 /// Defect 5: one packet that could not be processed aborted the whole
 /// sweep, so every later packet in every SET waited.
 #[test]

@@ -140,8 +140,58 @@ impl<S: Store> Service<'_, S> {
             }
             Ok(svc.is_done(&packet))
         })?;
+        self.clean_unpaid(&mut errors)?;
         report.errors = errors;
         Ok(report)
+    }
+
+    /// Drops the pre-split shares of cursor packets never paid, once no
+    /// instance can accept their payment (`payable_until`), a day index at a
+    /// time; the day is then marked clean and not read again. The packet
+    /// records stay (small, and a wrap replay still shows them).
+    fn clean_unpaid(&mut self, errors: &mut Vec<SweepError>) -> Result<(), Error> {
+        let today = self.env.now.day();
+        let tables: Vec<(u32, Day)> = (0..HOT_DAYS)
+            .map(|back| today.minus_days(back))
+            .filter(|day| self.env.now >= payable_until(day.start().plus_seconds(86_400)))
+            .flat_map(|day| (0..SETS).map(move |set| (set, day)))
+            .collect();
+        let marks: Vec<String> = tables.iter().map(|&(set, day)| keys::day_index_cleaned(set, day)).collect();
+        let mut cleaned = Vec::with_capacity(marks.len());
+        for chunk in marks.chunks(256) {
+            cleaned.extend(self.store.get_many(chunk)?);
+        }
+        for ((&(set, day), mark), cleaned) in tables.iter().zip(&marks).zip(cleaned) {
+            if cleaned.is_some() {
+                continue;
+            }
+            let mut clean = true;
+            for bytes in lists::read(self.store, &keys::day_index(set, day))? {
+                let Some(id) = String::from_utf8(bytes).ok().and_then(|s| PacketId::parse(&s)) else { continue };
+                if let Err(e) = self.drop_unpaid_shares(&id) {
+                    errors.push(SweepError { packet_id: id.to_string(), code: e.code() });
+                    clean = false;
+                }
+            }
+            if clean {
+                self.store.set(mark, b"1")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn drop_unpaid_shares(&self, id: &PacketId) -> Result<(), Error> {
+        let p = match self.load(id) {
+            Ok(p) => p,
+            Err(Error::NotFound) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if p.status == Status::AwaitingPayment && p.strategy == Strategy::Cursor {
+            for k in 1..=p.count {
+                self.store.delete(&keys::share(id, k))?;
+            }
+        }
+        Ok(())
     }
 
     /// Wallet credit (入账): every recorded claim to its receiver, every refund
