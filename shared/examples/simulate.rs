@@ -1,19 +1,21 @@
 //! Runs many simulation seeds in parallel (see `tests/sim/mod.rs`).
 //!
 //! ```text
-//! cargo run --release -p hongbao --example simulate -- --seeds 10000 [--from 0] [--keep-going]
+//! cargo run --profile host -p hongbao --example simulate -- --seeds 10000 [--from 0] [--keep-going]
 //!     [--store strict|sqlite] [--attacker on|off]
-//! cargo run --release -p hongbao --example simulate -- --seed 42 --trace [--calls] [--store strict|sqlite]
+//! cargo run --profile host -p hongbao --example simulate -- --seed 42 --trace [--calls] [--store strict|sqlite]
 //! ```
+//!
+//! `--profile host` is the release build that keeps panics catchable, so a
+//! panicking operation is reported as a failing seed.
 //!
 //! `--seeds`: stops at the first failing seed and prints its shortest
 //! failing history (exit code 1); `--keep-going` runs them all and lists the
 //! failing seeds by broken invariant instead. `--seed S --trace`: replays one
 //! seed and prints its whole history (`--calls`: every store call too).
 //!
-//! The release profile aborts on panic, so a panicking operation ends the
-//! run; the panic hook names the seeds that were running (replay them in a
-//! debug build, where the simulator catches the panic and reports it).
+//! Under `--release` (which aborts on panic) a panicking operation ends the
+//! run instead; the panic hook names the seeds that were running.
 
 #[path = "../tests/sim/mod.rs"]
 mod sim;

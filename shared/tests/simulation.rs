@@ -2,7 +2,7 @@
 //! the payment system, an attacker, users and the admin, interleaved at
 //! store-call granularity with injected faults and crashes, each checked
 //! against the contract's invariants. A failing seed replays exactly:
-//! `cargo run --release -p hongbao --example simulate -- --seed S --trace`.
+//! `cargo run --profile host -p hongbao --example simulate -- --seed S --trace`.
 //!
 //! `SIM_SEEDS=N` changes how many seeds each test runs (default 300).
 
