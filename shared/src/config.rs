@@ -44,6 +44,12 @@ pub const VARIABLES: &[Variable] = &[
         meaning: "grab+open requests admitted per packet per second before 429 busy",
     },
     Variable {
+        name: "kv_batch_reads",
+        default: Some("true"),
+        secret: false,
+        meaning: "whether the key-value store's batch reads (get-many) work: false for Spin 4.0.2's Redis store, whose get-many fails (reads then go one key at a time)",
+    },
+    Variable {
         name: "open_strategy",
         default: Some("auto"),
         secret: false,
@@ -73,6 +79,8 @@ pub struct Config {
     pub max_unpaid_per_user: u32,
     pub admission_limit: i64,
     pub open_strategy: OpenStrategy,
+    /// Whether the store's `get-many` may be used (see `VARIABLES`).
+    pub kv_batch_reads: bool,
 }
 
 /// The `open_strategy` variable: one strategy for every new packet, or
@@ -149,6 +157,13 @@ impl Config {
             max_share_fen: number("max_share_fen", value("max_share_fen")?, 1, 1_000_000_000)?,
             max_unpaid_per_user: number("max_unpaid_per_user", value("max_unpaid_per_user")?, 1, 1_000_000)?,
             admission_limit: number("admission_limit", value("admission_limit")?, 1, i64::MAX)?,
+            kv_batch_reads: match value("kv_batch_reads")?.trim() {
+                "true" => true,
+                "false" => false,
+                other => {
+                    return Err(Error::Internal(format!("variable kv_batch_reads must be true or false, not {other}")));
+                }
+            },
             open_strategy: {
                 let text = value("open_strategy")?;
                 OpenStrategy::parse(text.trim()).ok_or_else(|| {
@@ -237,6 +252,20 @@ mod tests {
             assert_eq!(with(" cursor ").unwrap().open_strategy.for_count(count), Strategy::Cursor);
         }
         assert!(matches!(with("fastest"), Err(Error::Internal(m)) if m.contains("cas, cursor or auto")));
+    }
+
+    #[test]
+    fn batch_reads_are_on_unless_turned_off() {
+        let with = |value: &'static str| {
+            Config::load(move |n| match n {
+                "kv_batch_reads" => Some(value.into()),
+                _ if n.ends_with("secret") || n == "admin_token" => Some("x".into()),
+                _ => None,
+            })
+        };
+        assert!(Config::for_tests().kv_batch_reads);
+        assert!(!with("false").unwrap().kv_batch_reads);
+        assert!(matches!(with("no"), Err(Error::Internal(m)) if m.contains("kv_batch_reads")));
     }
 
     #[test]

@@ -5,11 +5,19 @@ use spin_sdk::experimental::wasi::keyvalue::{atomics, batch, store};
 
 pub struct KvStore {
     bucket: store::Bucket,
+    /// Whether `batch.get-many` may be used: Spin 4.0.2's Redis store
+    /// implements it with `KEYS` and fails (or traps, for one key), so the
+    /// `kv_batch_reads` variable turns it off and reads go one key at a time.
+    batch_reads: std::cell::Cell<bool>,
 }
 
 impl KvStore {
     pub fn open(label: &str) -> Result<KvStore, StoreError> {
-        store::open(label).map(|bucket| KvStore { bucket }).map_err(error)
+        store::open(label).map(|bucket| KvStore { bucket, batch_reads: std::cell::Cell::new(true) }).map_err(error)
+    }
+
+    pub fn use_batch_reads(&self, on: bool) {
+        self.batch_reads.set(on);
     }
 
     /// The bucket, opened once per instance and kept for the requests the
@@ -62,6 +70,9 @@ impl Store for KvStore {
     fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         if keys.is_empty() {
             return Ok(Vec::new());
+        }
+        if !self.batch_reads.get() {
+            return keys.iter().map(|key| self.get(key)).collect();
         }
         let found = batch::get_many(&self.bucket, keys).map_err(error)?;
         Ok(crate::kv::align(keys, found))

@@ -70,7 +70,13 @@ pub async fn serve<const ENDPOINTS: u32>(request: Request) -> Result<Response, E
     };
     let request = hongbao::http::Request { method: &method, path, query, header: &header, body: &body };
     let response = match kv::KvStore::shared(STORE_LABEL) {
-        Ok(store) => hongbao::http::serve::<ENDPOINTS, _>(&*store, load_config(ENDPOINTS), system_env(), &request),
+        Ok(store) => {
+            let config = load_config(ENDPOINTS);
+            if let Ok(config) = config {
+                store.use_batch_reads(config.kv_batch_reads);
+            }
+            hongbao::http::serve::<ENDPOINTS, _>(&*store, config, system_env(), &request)
+        }
         Err(e) => hongbao::http::Response::error(&Error::from(e)),
     };
     if response.status >= 500 {

@@ -94,6 +94,10 @@ struct UpArgs {
     /// `cas_lie=P` (a swap writes but reports cas-failed), comma-separated.
     #[arg(long, value_name = "FAULTS")]
     faults: Option<String>,
+    /// Make the store behave as another backend does: `spin-redis` (Spin 4.0.2's Redis
+    /// store: every swap reports cas-failed, written or not; batch reads fail).
+    #[arg(long, value_name = "BACKEND", value_parser = ["spin-redis"])]
+    kv_compat: Option<String>,
 }
 
 #[global_allocator]
@@ -174,8 +178,15 @@ async fn up(manifest: PathBuf, args: UpArgs) -> Result<()> {
         max_running_requests: args.max_running_requests,
     };
     let app = App::load_with(&manifest, store, options, |k| std::env::var(k).ok())?;
-    if let Some(faults) = &args.faults {
-        let faults = hongbao_host::kv::Faults::parse(faults).map_err(|e| anyhow::anyhow!("--faults: {e}"))?;
+    let faults = match &args.faults {
+        Some(text) => Some(hongbao_host::kv::Faults::parse(text).map_err(|e| anyhow::anyhow!("--faults: {e}"))?),
+        None => None,
+    };
+    let faults = match args.kv_compat.as_deref() {
+        Some("spin-redis") => Some(faults.unwrap_or_else(hongbao_host::kv::Faults::none).spin_redis()),
+        _ => faults,
+    };
+    if let Some(faults) = faults {
         eprintln!("hongbao-host: injecting store faults: {faults:?}");
         app.kv.inject(faults).map_err(|e| anyhow::anyhow!(e.0))?;
     }

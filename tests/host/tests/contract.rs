@@ -1,18 +1,54 @@
-//! The HTTP contract end to end, through the real components on the real
-//! host: authentication, idempotent replays, and every error code.
+//! The HTTP contract end to end, through the real components, black-box:
+//! authentication, idempotent replays, every error code, and a packet's
+//! money through settle and reconcile. Each test runs on every target: this
+//! project's host, the host playing Spin 4.0.2's Redis store, and the real
+//! Spin binary (`SPIN_BIN`, or `spin` on PATH) with its default SQLite store
+//! and with a Redis store (skipped, with one line saying so, without one).
 
 mod common;
 
 use common::*;
 use serde_json::json;
 
+/// One `#[tokio::test]` per target for a contract test `async fn name(Target)`.
+macro_rules! on_every_target {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread")]
+            async fn on_host() {
+                super::$name(Target::Host).await
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn on_host_as_spin_redis() {
+                super::$name(Target::HostAsSpinRedis).await
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn on_spin_sqlite() {
+                super::$name(Target::Spin).await
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn on_spin_redis() {
+                super::$name(Target::SpinRedis).await
+            }
+        }
+    )+};
+}
+
+on_every_target!(
+    authentication_is_enforced_everywhere,
+    replays_are_idempotent_and_conflicts_are_refused,
+    bad_input_gets_the_contracts_codes,
+    bodies_without_a_declared_length_stream_to_the_component,
+    claims_settle_into_wallets_and_reconcile,
+);
+
 fn wrap_body(rid: &str, total: u64, count: u32) -> serde_json::Value {
     json!({"request_id": rid, "kind": "lucky", "total_fen": total, "count": count, "greeting": "新年快乐"})
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn authentication_is_enforced_everywhere() {
-    let host = HostProcess::start(&HostSpec::app());
+async fn authentication_is_enforced_everywhere(target: Target) {
+    let Some(host) = target.start(HostSpec::app()) else { return };
     let mut api = Api::new(host.addr);
     let id = api.paid_packet("alice", "lucky", 500, 5).await;
 
@@ -62,9 +98,8 @@ async fn authentication_is_enforced_everywhere() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn replays_are_idempotent_and_conflicts_are_refused() {
-    let host = HostProcess::start(&HostSpec::app());
+async fn replays_are_idempotent_and_conflicts_are_refused(target: Target) {
+    let Some(host) = target.start(HostSpec::app()) else { return };
     let mut api = Api::new(host.addr);
 
     let first = api.wrap("alice", wrap_body("req-1", 1000, 4)).await;
@@ -104,9 +139,8 @@ async fn replays_are_idempotent_and_conflicts_are_refused() {
     assert_eq!(stranger["remaining_count"], view["remaining_count"], "the rest of the view is public");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bad_input_gets_the_contracts_codes() {
-    let host = HostProcess::start(&HostSpec::app().var("max_count", "5"));
+async fn bad_input_gets_the_contracts_codes(target: Target) {
+    let Some(host) = target.start(HostSpec::app().var("max_count", "5")) else { return };
     let mut api = Api::new(host.addr);
     let alice = bearer("alice");
     let c = &mut api.client;
@@ -193,9 +227,8 @@ async fn post_chunked(addr: std::net::SocketAddr, path: &str, auth: &str, chunks
     (status, answer)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bodies_without_a_declared_length_stream_to_the_component() {
-    let host = HostProcess::start(&HostSpec::app());
+async fn bodies_without_a_declared_length_stream_to_the_component(target: Target) {
+    let Some(host) = target.start(HostSpec::app()) else { return };
     let alice = bearer("alice");
     let body = wrap_body("r-chunked", 300, 3).to_string();
     let (first, rest) = body.as_bytes().split_at(10);
@@ -207,4 +240,39 @@ async fn bodies_without_a_declared_length_stream_to_the_component() {
     let (status, answer) = post_chunked(host.addr, "/v1/packets", &alice, &[big.as_bytes(), big.as_bytes()]).await;
     assert_eq!(status, 413, "{answer}");
     assert!(answer.contains("payload_too_large"), "{answer}");
+}
+
+/// What failed on Spin's Redis store before (batch reads): settle, expire,
+/// reconcile and the user lists, with a packet's money followed to the fen.
+async fn claims_settle_into_wallets_and_reconcile(target: Target) {
+    let Some(host) = target.start(HostSpec::app()) else { return };
+    let mut api = Api::new(host.addr);
+    let id = api.paid_packet("alice", "lucky", 1_000, 3).await;
+    let mut claimed = 0;
+    for user in ["bob", "carol"] {
+        let ticket = api.grab(&id, user).await.json()["ticket"].as_str().unwrap().to_owned();
+        let opened = api.open(&id, user, &ticket).await;
+        assert_eq!(opened.status, 200, "{:?}", opened.json());
+        let amount = opened.json()["claim"]["amount_fen"].as_u64().unwrap();
+        claimed += amount;
+        let received = api.user("received", user).await.json();
+        assert_eq!(received["items"][0]["amount_fen"].as_u64(), Some(amount), "{received}");
+    }
+    let sent = api.user("sent", "alice").await.json();
+    assert_eq!(sent["items"][0]["packet_id"], id.as_str());
+    let expired = api.admin("POST", "/v1/admin/expire").await;
+    assert_eq!((expired.status, expired.json()["refunded"].as_u64()), (200, Some(0)), "{:?}", expired.json());
+    let settled = api.admin("POST", "/v1/admin/settle").await.json();
+    assert_eq!((settled["credited"].as_u64(), settled["credited_fen"].as_u64()), (Some(2), Some(claimed)), "{settled}");
+    assert_eq!(api.admin("POST", "/v1/admin/settle").await.json()["credited"], 0, "exactly once");
+    let mut in_wallets = 0;
+    for user in ["bob", "carol"] {
+        in_wallets += api.user("wallet", user).await.json()["balance_fen"].as_u64().unwrap();
+    }
+    assert_eq!(in_wallets, claimed);
+    let day = format!("{}-{}-{}", &id[..4], &id[4..6], &id[6..8]);
+    let report = api.admin("GET", &format!("/v1/admin/reconcile?day={day}")).await.json();
+    assert_eq!(report["mismatches"], json!([]), "{report}");
+    assert_eq!((report["claimed_fen"].as_u64(), report["credited_fen"].as_u64()), (Some(claimed), Some(claimed)));
+    assert_eq!(report["outstanding_fen"].as_u64(), Some(1_000 - claimed));
 }

@@ -118,14 +118,27 @@ pub struct Kv {
 pub struct Faults {
     pub error: f64,
     pub cas_lie: f64,
+    /// Batch reads fail, as Spin 4.0.2's Redis `get-many` does (it sends `KEYS`).
+    pub batch_reads_fail: bool,
     /// A splitmix64 state: the draws need no quality, only no lock.
     state: AtomicU64,
 }
 
 impl Faults {
+    pub fn none() -> Faults {
+        Faults { error: 0.0, cas_lie: 0.0, batch_reads_fail: false, state: AtomicU64::new(0x5eed) }
+    }
+
+    /// What Spin 4.0.2's Redis store does (`--kv-compat spin-redis`, see
+    /// ../shared/bin/README.md): every swap reports `cas-failed`, whether
+    /// it wrote or not, and `get-many` fails.
+    pub fn spin_redis(self) -> Faults {
+        Faults { cas_lie: 1.0, batch_reads_fail: true, ..self }
+    }
+
     /// Parses `name=probability` pairs, comma-separated.
     pub fn parse(text: &str) -> Result<Faults, String> {
-        let mut faults = Faults { error: 0.0, cas_lie: 0.0, state: AtomicU64::new(0x5eed) };
+        let mut faults = Faults::none();
         for pair in text.split(',').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').ok_or_else(|| format!("{pair}: want name=probability"))?;
             let p: f64 = value.parse().map_err(|_| format!("{pair}: not a number"))?;
@@ -289,6 +302,11 @@ impl Kv {
 
     pub fn get_many(&self, label: &str, keys: &[String]) -> Result<(KeyValues, Ticket), KvError> {
         self.count();
+        if self.faults.get().is_some_and(|f| f.batch_reads_fail) {
+            return Err(KvError(
+                "wrong number of arguments for 'keys' command (as Spin 4.0.2's Redis get-many)".into(),
+            ));
+        }
         let state = self.lock()?;
         let mut newest = 0;
         let mut found = Vec::with_capacity(keys.len());
@@ -417,6 +435,21 @@ mod tests {
         assert!((350..650).contains(&failed), "{failed} of 1000 failed");
         let written = kv.stats().calls;
         assert_eq!(written, 1000);
+    }
+
+    #[test]
+    fn spin_redis_compatibility_lies_on_every_swap_and_fails_batch_reads() {
+        let kv = Kv::in_memory();
+        kv.inject(Faults::none().spin_redis()).unwrap();
+        kv.set("default", "k", b"a".to_vec()).unwrap();
+        let (_, seen, _) = kv.current("default", "k").unwrap();
+        kv.set("default", "k", b"b".to_vec()).unwrap();
+        assert!(kv.swap("default", "k", seen, b"c".to_vec()).unwrap().is_err(), "changed: not written");
+        assert_eq!(kv.get("default", "k").unwrap().0, Some(b"b".to_vec()));
+        let (_, seen, _) = kv.current("default", "k").unwrap();
+        assert!(kv.swap("default", "k", seen, b"d".to_vec()).unwrap().is_err(), "written, yet cas-failed");
+        assert_eq!(kv.get("default", "k").unwrap().0, Some(b"d".to_vec()));
+        assert!(kv.get_many("default", &["k".to_string()]).is_err());
     }
 
     #[test]

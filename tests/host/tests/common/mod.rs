@@ -278,3 +278,193 @@ async fn wait_retry_after(reply: &Reply) {
     let seconds: u64 = reply.header("retry-after").and_then(|v| v.parse().ok()).expect("429 carries Retry-After");
     tokio::time::sleep(Duration::from_secs(seconds)).await;
 }
+
+/// Where the contract suite runs: this project's host, the host playing
+/// Spin 4.0.2's Redis store (`--kv-compat spin-redis`), or the real Spin
+/// binary with its default SQLite store or with a Redis store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Host,
+    HostAsSpinRedis,
+    Spin,
+    SpinRedis,
+}
+
+/// A running target; its processes are stopped when dropped.
+pub struct Server {
+    pub addr: SocketAddr,
+    _host: Option<HostProcess>,
+    _spin: Option<SpinProcess>,
+    _redis: Option<RedisServer>,
+}
+
+impl Target {
+    /// Starts `spec` on this target. `None` when the target is real Spin and
+    /// no Spin binary is available (after one line saying how to enable it).
+    pub fn start(self, spec: HostSpec) -> Option<Server> {
+        // Spin 4.0.2's Redis get-many fails: read one key at a time there.
+        let spec = match self {
+            Target::HostAsSpinRedis | Target::SpinRedis => spec.var("kv_batch_reads", "false"),
+            Target::Host | Target::Spin => spec,
+        };
+        match self {
+            Target::Host | Target::HostAsSpinRedis => {
+                let spec = if self == Target::Host { spec } else { spec.arg("--kv-compat").arg("spin-redis") };
+                let host = HostProcess::start(&spec);
+                Some(Server { addr: host.addr, _host: Some(host), _spin: None, _redis: None })
+            }
+            Target::Spin | Target::SpinRedis => {
+                let Some(bin) = spin_binary() else {
+                    eprintln!(
+                        "skipped on real Spin: no Spin binary (set SPIN_BIN, e.g. SPIN_BIN=../shared/bin/spin, or put spin on PATH)"
+                    );
+                    return None;
+                };
+                let redis = (self == Target::SpinRedis).then(RedisServer::start);
+                let spin = SpinProcess::start(&bin, &spec, redis.as_ref());
+                Some(Server { addr: spin.addr, _host: None, _spin: Some(spin), _redis: redis })
+            }
+        }
+    }
+}
+
+/// `SPIN_BIN`, else `spin` on PATH.
+pub fn spin_binary() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("SPIN_BIN").filter(|b| !b.is_empty()) {
+        let bin = PathBuf::from(bin);
+        let bin = if bin.is_relative() { root().join(bin) } else { bin };
+        return bin.exists().then_some(bin);
+    }
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join("spin")).find(|p| p.is_file())
+}
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Reads a child's output into a shared log, line by line.
+fn collect(log: &std::sync::Arc<Mutex<Vec<String>>>, out: impl std::io::Read + Send + 'static) {
+    let log = std::sync::Arc::clone(log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            log.lock().unwrap().push(line);
+        }
+    });
+}
+
+/// A `spin up` process serving `spec`'s manifest from its own state
+/// directory (and a Redis store when given one); killed when dropped.
+pub struct SpinProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub log: std::sync::Arc<Mutex<Vec<String>>>,
+    _state: TempDir,
+}
+
+impl SpinProcess {
+    pub fn start(bin: &Path, spec: &HostSpec, redis: Option<&RedisServer>) -> SpinProcess {
+        ensure_built(&spec.manifest);
+        let state = TempDir::new("spin");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut command = Command::new(bin);
+        command.arg("up").arg("-f").arg(&spec.manifest).arg("--listen").arg(addr.to_string());
+        command.arg("--state-dir").arg(&state.0);
+        if let Some(redis) = redis {
+            let config = state.0.join("runtime-config.toml");
+            let text = format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://{}\"\n", redis.addr);
+            std::fs::write(&config, text).unwrap();
+            command.arg("--runtime-config-file").arg(config);
+        }
+        command.envs(spec.env.iter().cloned()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spin starts");
+        let log = std::sync::Arc::new(Mutex::new(Vec::new()));
+        collect(&log, child.stdout.take().unwrap());
+        collect(&log, child.stderr.take().unwrap());
+        let mut spin = SpinProcess { child, addr, log, _state: state };
+        spin.wait_until_serving();
+        spin
+    }
+
+    /// Spin compiles every component before it listens: poll /healthz.
+    fn wait_until_serving(&mut self) {
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("spin up exited ({status}): {:?}", self.log.lock().unwrap());
+            }
+            if let Ok(mut stream) = std::net::TcpStream::connect(self.addr) {
+                use std::io::{Read, Write};
+                let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n");
+                let mut answer = String::new();
+                let _ = stream.read_to_string(&mut answer);
+                if answer.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(180),
+                "spin up never served: {:?}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for SpinProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `redis-server` of this test's own on a free loopback port, keeping
+/// nothing on disk; stopped when dropped.
+pub struct RedisServer {
+    child: Child,
+    pub addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let dir = TempDir::new("redis");
+        let port = free_port();
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts (apt-get install redis-server)");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
+                use std::io::{Read, Write};
+                let mut pong = [0; 7];
+                if stream.write_all(b"PING\r\n").is_ok()
+                    && stream.read_exact(&mut pong).is_ok()
+                    && &pong == b"+PONG\r\n"
+                {
+                    break;
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("redis-server exited: {status}");
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "redis-server never answered");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        RedisServer { child, addr, _dir: dir }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
