@@ -377,6 +377,9 @@ impl SpinProcess {
             command.arg("--runtime-config-file").arg(config);
         }
         command.envs(spec.env.iter().cloned()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // `spin up` runs the trigger as a child process: a group of their
+        // own lets Drop stop both.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let mut child = command.spawn().expect("spin starts");
         let log = std::sync::Arc::new(Mutex::new(Vec::new()));
         collect(&log, child.stdout.take().unwrap());
@@ -414,7 +417,8 @@ impl SpinProcess {
 
 impl Drop for SpinProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
     }
 }
