@@ -314,12 +314,7 @@ impl Target {
                 Some(Server { addr: host.addr, _host: Some(host), _spin: None, _redis: None })
             }
             Target::Spin | Target::SpinRedis => {
-                let Some(bin) = spin_binary() else {
-                    eprintln!(
-                        "skipped on real Spin: no Spin binary (set SPIN_BIN, e.g. SPIN_BIN=../shared/bin/spin, or put spin on PATH)"
-                    );
-                    return None;
-                };
+                let bin = spin_binary_or_skip()?;
                 let redis = (self == Target::SpinRedis).then(RedisServer::start);
                 let spin = SpinProcess::start(&bin, &spec, redis.as_ref());
                 Some(Server { addr: spin.addr, _host: None, _spin: Some(spin), _redis: redis })
@@ -338,6 +333,18 @@ pub fn spin_binary() -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join("spin")).find(|p| p.is_file())
 }
 
+/// The Spin binary, or `None` after one line saying how to enable the
+/// tests that need it.
+pub fn spin_binary_or_skip() -> Option<PathBuf> {
+    let bin = spin_binary();
+    if bin.is_none() {
+        eprintln!(
+            "skipped on real Spin: no Spin binary (set SPIN_BIN, e.g. SPIN_BIN=../shared/bin/spin, or put spin on PATH)"
+        );
+    }
+    bin
+}
+
 /// A free loopback port (bound, read, released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -353,25 +360,27 @@ fn collect(log: &std::sync::Arc<Mutex<Vec<String>>>, out: impl std::io::Read + S
     });
 }
 
-/// A `spin up` process serving `spec`'s manifest from its own state
-/// directory (and a Redis store when given one); killed when dropped.
+/// A `spin up` process serving `spec`'s manifest from `spec`'s state
+/// directory, or one of its own (and a Redis store when given one); killed
+/// when dropped.
 pub struct SpinProcess {
     child: Child,
     pub addr: SocketAddr,
     pub log: std::sync::Arc<Mutex<Vec<String>>>,
-    _state: TempDir,
+    _state: Option<TempDir>,
 }
 
 impl SpinProcess {
     pub fn start(bin: &Path, spec: &HostSpec, redis: Option<&RedisServer>) -> SpinProcess {
         ensure_built(&spec.manifest);
-        let state = TempDir::new("spin");
+        let own_state = spec.state_dir.is_none().then(|| TempDir::new("spin"));
+        let state_dir = spec.state_dir.clone().unwrap_or_else(|| own_state.as_ref().unwrap().0.clone());
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut command = Command::new(bin);
         command.arg("up").arg("-f").arg(&spec.manifest).arg("--listen").arg(addr.to_string());
-        command.arg("--state-dir").arg(&state.0);
+        command.arg("--state-dir").arg(&state_dir);
         if let Some(redis) = redis {
-            let config = state.0.join("runtime-config.toml");
+            let config = state_dir.join("runtime-config.toml");
             let text = format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://{}\"\n", redis.addr);
             std::fs::write(&config, text).unwrap();
             command.arg("--runtime-config-file").arg(config);
@@ -384,7 +393,7 @@ impl SpinProcess {
         let log = std::sync::Arc::new(Mutex::new(Vec::new()));
         collect(&log, child.stdout.take().unwrap());
         collect(&log, child.stderr.take().unwrap());
-        let mut spin = SpinProcess { child, addr, log, _state: state };
+        let mut spin = SpinProcess { child, addr, log, _state: own_state };
         spin.wait_until_serving();
         spin
     }
