@@ -85,12 +85,16 @@ std::thread_local! {
 
 /// A client retrying its open after a crash. With the cursor strategy, a
 /// first attempt that died between its marker and its share mapping leaves
-/// the user answered 429 busy (taking another share could give them two):
-/// then the user must hold no claim, and the audit checks the share is refunded.
+/// the user answered 429 busy (taking another share could give them two);
+/// one that failed there gave its count back, and the share the cursor gave
+/// it is stranded, so the retry may find the packet exhausted. Either way
+/// the user must hold no claim, and the audit checks the share is refunded.
 fn retry_open(store: &MemoryStore, config: &Config, id: &PacketId, user: &str) {
     match open_as(store, config, id, user) {
         Ok(()) => {}
-        Err(Error::Busy { .. }) if config.open_strategy == hongbao::record::Strategy::Cursor.into() => {
+        Err(Error::Busy { .. } | Error::Exhausted)
+            if config.open_strategy == hongbao::record::Strategy::Cursor.into() =>
+        {
             BUSY_RETRIES.set(BUSY_RETRIES.get() + 1);
             let view = svc(store, config, T0).query(id, "sender").unwrap();
             assert!(view.claims.iter().all(|c| c.user != user), "busy, yet {user} holds a claim");

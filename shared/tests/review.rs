@@ -346,3 +346,29 @@ fn a_wrap_that_finds_its_twin_in_flight_answers_at_once() {
     );
     assert!(store.value_keys().iter().all(|k| !k.contains("/p/")), "the loser left no packet");
 }
+
+/// Found while testing the host under injected store faults: a cursor open
+/// whose store call failed between its open marker and its share mapping
+/// left the user answered 429 busy until expiry. An attempt that fails there
+/// now gives its count back, and the retry takes a share.
+#[test]
+fn a_store_error_mid_open_does_not_lock_the_user_out() {
+    let config = cursor_config();
+    let calls = {
+        let store = memory();
+        let id = paid_packet(&store, &config, T0, "s", Kind::Fixed, 300, 3);
+        let counting = FaultyStore::new(&store, Faults::default());
+        open_with_ticket(&counting, &store, &config, &id, "a", T0).unwrap();
+        counting.calls()
+    };
+    for failing in 1..=calls {
+        let store = memory();
+        let id = paid_packet(&store, &config, T0, "s", Kind::Fixed, 300, 3);
+        let faulty = FaultyStore::new(&store, Faults { fail_calls: vec![failing], ..Faults::default() });
+        let _ = open_with_ticket(&faulty, &store, &config, &id, "a", T0);
+        open_with_ticket(&store, &store, &config, &id, "a", T0)
+            .unwrap_or_else(|e| panic!("call {failing} of {calls} failed, then the retry got {e:?}"));
+        let view = svc(&store, &config, T0).query(&id, "s").unwrap();
+        assert_eq!(view.claims.iter().filter(|c| c.user == "a").count(), 1, "call {failing}");
+    }
+}

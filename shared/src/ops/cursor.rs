@@ -7,9 +7,12 @@
 //! 1. `get` the packet (status, expiry), unless the grab ticket carries its
 //!    facts (`auth::PacketFacts`: count, expiry, sender, fixed once paid).
 //! 2. `increment` the user's open marker: 1 means first attempt; more means
-//!    a replay (see `replay`). Crash: the user's later opens answer 429 busy
-//!    until expiry (an attempt may be in flight; taking a second share could
-//!    break "one claim per user"), no money moved.
+//!    a replay (see `replay`). An attempt that ends without mapping a share
+//!    (a store error in steps 3-4, or a replay that found nothing to finish)
+//!    gives its count back (`increment` -1), so a retry can be a first
+//!    attempt again. Crash (the process dies, keeping its count): the user's
+//!    later opens answer 429 busy until expiry (an attempt may be in flight;
+//!    taking a second share could break "one claim per user"), no money moved.
 //! 3. `increment` the cursor: share number k (> count: exhausted). Crash:
 //!    as after 2, and share k stays free; expiry seals and refunds it.
 //! 4. `set` the user's share number k, before claiming it (`0` records that
@@ -137,11 +140,30 @@ impl<S: Store> Service<'_, S> {
     }
 
     pub(super) fn cursor_open(&mut self, id: &PacketId, packet: &Terms, user: &str) -> Result<Taken, Error> {
-        let now = self.env.now;
-        if self.store.increment(&keys::open_marker(id, user), 1)? > 1 {
+        let marker = keys::open_marker(id, user);
+        if self.store.increment(&marker, 1)? > 1 {
             return self.replay(id, packet, user);
         }
-        check_open(packet, now)?;
+        let k = match self.take_share(id, packet, user) {
+            Ok(k) => k,
+            Err(e) => {
+                // This attempt ends having mapped nothing it could claim (a
+                // share the cursor may have given it stays free and is
+                // refunded at expiry): give its count back, so the user's
+                // retry is a first attempt again rather than busy until
+                // expiry. Only a process that dies here keeps its count.
+                let _ = self.store.increment(&marker, -1);
+                return Err(e);
+            }
+        };
+        let (claim, fresh) = self.claim_share(id, k, user)?;
+        Ok(Taken { claim, remaining_count: packet.count - k, sender: packet.sender.clone(), fresh })
+    }
+
+    /// A first attempt's share number, mapped to the user before anything
+    /// claims it; `exhausted` (remembered for the user) when none is left.
+    fn take_share(&mut self, id: &PacketId, packet: &Terms, user: &str) -> Result<u32, Error> {
+        check_open(packet, self.env.now)?;
         let k = self.store.increment(&keys::cursor(id), 1)?;
         if k > i64::from(packet.count) {
             // Remembered, so this user's retries answer the same.
@@ -151,8 +173,7 @@ impl<S: Store> Service<'_, S> {
         let k = k as u32;
         // The mapping first: from here on a replay can finish this claim.
         self.store.set(&keys::share_of(id, user), k.to_string().as_bytes())?;
-        let (claim, fresh) = self.claim_share(id, k, user)?;
-        Ok(Taken { claim, remaining_count: packet.count - k, sender: packet.sender.clone(), fresh })
+        Ok(k)
     }
 
     /// A second open by the same user: answer the claim if there is one.
@@ -186,7 +207,9 @@ impl<S: Store> Service<'_, S> {
             return Err(if sealed { Error::Expired } else { Error::Exhausted });
         }
         // The first attempt is between its marker and its mapping (or died
-        // there) and may hold a share: taking another could give this user two.
+        // there) and may hold a share: taking another could give this user
+        // two. This attempt claimed nothing: it gives its count back.
+        let _ = self.store.increment(&keys::open_marker(id, user), -1);
         Err(Error::Busy { retry_after_seconds: 1 })
     }
 

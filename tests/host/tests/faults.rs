@@ -76,9 +76,10 @@ async fn claim(api: &mut Api, id: &str, user: &str) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_books_balance_on_a_store_that_fails_and_lies() {
-    // The cas strategy: a cursor open whose store call fails between its
-    // open marker and its share mapping leaves that user answered 429 until
-    // expiry (SECURITY.md, known limits), which a client cannot retry past.
+    // The cas strategy, so every packet ends exhausted without waiting for
+    // expiry: under cursor, a share the cursor handed to an attempt that
+    // then failed stays free until the expiry sweep refunds it (the
+    // simulator follows cursor packets under faults through expiry).
     let host = HostProcess::start(&HostSpec::app().var("open_strategy", "cas").arg("--faults").arg(FAULTS));
     assert!(host.log_contains("injecting store faults"));
     let mut api = Api::new(host.addr);
