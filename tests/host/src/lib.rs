@@ -18,6 +18,7 @@ pub mod bench;
 pub mod build;
 pub mod chart;
 pub mod client;
+pub mod external;
 pub mod kv;
 pub mod manifest;
 pub mod router;

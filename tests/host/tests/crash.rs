@@ -16,7 +16,7 @@ const TOTAL: u64 = 50_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_mid_packet_loses_nothing() {
-    let state = TempDir::new("crash");
+    let state = TempDir::new("crash").unwrap();
     // The CAS strategy: a kill there can never strand a share, so the packet
     // must finish. (A cursor-strategy open killed between its open marker
     // and its share mapping leaves a share to expiry's refund; the shared

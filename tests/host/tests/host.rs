@@ -252,7 +252,7 @@ async fn every_endpoint_is_routed_to_its_component() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_durable_store_is_spins_sqlite_table() {
-    let state = TempDir::new("layout");
+    let state = TempDir::new("layout").unwrap();
     let mut host = HostProcess::start(&HostSpec::app().durable(&state.0));
     let mut api = Api::new(host.addr);
     let id = api.paid_packet("alice", "fixed", 300, 3).await;

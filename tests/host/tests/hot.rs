@@ -24,7 +24,7 @@ async fn five_hundred_clients_one_packet_cursor() {
 }
 
 async fn five_hundred_clients_one_packet(strategy: &str) {
-    let state = TempDir::new(&format!("hot-{strategy}"));
+    let state = TempDir::new(&format!("hot-{strategy}")).unwrap();
     // A low admission bound so the 429 path is really taken.
     let spec = HostSpec::app().durable(&state.0).var("admission_limit", "150").var("open_strategy", strategy);
     let host = HostProcess::start(&spec);

@@ -30,7 +30,7 @@ async fn open_all(api: &mut Api, id: &str, users: &[String]) -> HashMap<String, 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_packet_lives_its_whole_life() {
-    let state = TempDir::new("life");
+    let state = TempDir::new("life").unwrap();
     let spec = HostSpec::app().durable(&state.0).var("packet_ttl_seconds", "3");
     let mut host = HostProcess::start(&spec);
     let mut api = Api::new(host.addr);

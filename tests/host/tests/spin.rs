@@ -19,13 +19,10 @@ async fn open(api: &mut Api, id: &str, user: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn spin_serves_and_continues_the_hosts_dataset() {
-    let Some(bin) = spin_binary() else {
-        eprintln!(
-            "skipped on real Spin: no Spin binary (set SPIN_BIN, e.g. SPIN_BIN=../shared/bin/spin, or put spin on PATH)"
-        );
+    let Some(bin) = spin_binary_or_skip() else {
         return;
     };
-    let dir = TempDir::new("one-dataset");
+    let dir = TempDir::new("one-dataset").unwrap();
     let spec = HostSpec::app().durable(&dir.0);
     let (id, bob) = {
         let mut host = HostProcess::start(&spec);
@@ -35,7 +32,7 @@ async fn spin_serves_and_continues_the_hosts_dataset() {
         assert!(host.stop().success());
         (id, bob)
     };
-    let spin = SpinProcess::start(&bin, &spec, None);
+    let spin = spin_up(&bin, &spec, None);
     let mut api = Api::new(spin.addr);
     let view = api.query(&id, "alice").await.json();
     assert_eq!((view["status"].as_str(), view["claims"][0].clone()), (Some("active"), bob.clone()));

@@ -4,6 +4,9 @@
 #![allow(dead_code)]
 
 use hongbao_host::client::{Client, Reply};
+use hongbao_host::external::{self, SpinConfig};
+#[allow(unused_imports)] // each test binary uses some of them
+pub use hongbao_host::external::{RedisServer, SpinUp, TempDir};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -32,26 +35,6 @@ pub fn ensure_built(manifest: &Path) {
         let m = hongbao_host::manifest::Manifest::load(manifest).unwrap();
         hongbao_host::build::build_all(&m, true).expect("components build");
         built.push(manifest.to_owned());
-    }
-}
-
-/// A scratch directory, removed when dropped.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> TempDir {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("hongbao-e2e-{name}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -98,7 +81,7 @@ impl HostSpec {
 pub struct HostProcess {
     child: Child,
     pub addr: SocketAddr,
-    pub log: std::sync::Arc<Mutex<Vec<String>>>,
+    pub log: external::Log,
 }
 
 impl HostProcess {
@@ -113,14 +96,8 @@ impl HostProcess {
         command.args(&spec.args).envs(spec.env.iter().cloned()).env("RUST_BACKTRACE", "0");
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("hongbao-host starts");
-        let log = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let err_log = std::sync::Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                err_log.lock().unwrap().push(line);
-            }
-        });
+        let log = external::Log::default();
+        external::collect(&log, child.stderr.take().unwrap());
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         let addr = loop {
@@ -294,7 +271,7 @@ pub enum Target {
 pub struct Server {
     pub addr: SocketAddr,
     _host: Option<HostProcess>,
-    _spin: Option<SpinProcess>,
+    _spin: Option<SpinUp>,
     _redis: Option<RedisServer>,
 }
 
@@ -315,22 +292,17 @@ impl Target {
             }
             Target::Spin | Target::SpinRedis => {
                 let bin = spin_binary_or_skip()?;
-                let redis = (self == Target::SpinRedis).then(RedisServer::start);
-                let spin = SpinProcess::start(&bin, &spec, redis.as_ref());
+                let redis = (self == Target::SpinRedis).then(|| RedisServer::start().expect("redis-server starts"));
+                let spin = spin_up(&bin, &spec, redis.as_ref());
                 Some(Server { addr: spin.addr, _host: None, _spin: Some(spin), _redis: redis })
             }
         }
     }
 }
 
-/// `SPIN_BIN`, else `spin` on PATH.
+/// `SPIN_BIN` (relative to the repository), else `spin` on PATH.
 pub fn spin_binary() -> Option<PathBuf> {
-    if let Some(bin) = std::env::var_os("SPIN_BIN").filter(|b| !b.is_empty()) {
-        let bin = PathBuf::from(bin);
-        let bin = if bin.is_relative() { root().join(bin) } else { bin };
-        return bin.exists().then_some(bin);
-    }
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join("spin")).find(|p| p.is_file())
+    external::spin_binary(&root())
 }
 
 /// The Spin binary, or `None` after one line saying how to enable the
@@ -338,146 +310,21 @@ pub fn spin_binary() -> Option<PathBuf> {
 pub fn spin_binary_or_skip() -> Option<PathBuf> {
     let bin = spin_binary();
     if bin.is_none() {
-        eprintln!(
-            "skipped on real Spin: no Spin binary (set SPIN_BIN, e.g. SPIN_BIN=../shared/bin/spin, or put spin on PATH)"
-        );
+        eprintln!("skipped on real Spin: {}", external::NO_SPIN);
     }
     bin
 }
 
-/// A free loopback port (bound, read, released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Reads a child's output into a shared log, line by line.
-fn collect(log: &std::sync::Arc<Mutex<Vec<String>>>, out: impl std::io::Read + Send + 'static) {
-    let log = std::sync::Arc::clone(log);
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            log.lock().unwrap().push(line);
-        }
-    });
-}
-
-/// A `spin up` process serving `spec`'s manifest from `spec`'s state
-/// directory, or one of its own (and a Redis store when given one); killed
-/// when dropped.
-pub struct SpinProcess {
-    child: Child,
-    pub addr: SocketAddr,
-    pub log: std::sync::Arc<Mutex<Vec<String>>>,
-    _state: Option<TempDir>,
-}
-
-impl SpinProcess {
-    pub fn start(bin: &Path, spec: &HostSpec, redis: Option<&RedisServer>) -> SpinProcess {
-        ensure_built(&spec.manifest);
-        let own_state = spec.state_dir.is_none().then(|| TempDir::new("spin"));
-        let state_dir = spec.state_dir.clone().unwrap_or_else(|| own_state.as_ref().unwrap().0.clone());
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut command = Command::new(bin);
-        command.arg("up").arg("-f").arg(&spec.manifest).arg("--listen").arg(addr.to_string());
-        command.arg("--state-dir").arg(&state_dir);
-        if let Some(redis) = redis {
-            let config = state_dir.join("runtime-config.toml");
-            let text = format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://{}\"\n", redis.addr);
-            std::fs::write(&config, text).unwrap();
-            command.arg("--runtime-config-file").arg(config);
-        }
-        command.envs(spec.env.iter().cloned()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        // `spin up` runs the trigger as a child process: a group of their
-        // own lets Drop stop both.
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        let mut child = command.spawn().expect("spin starts");
-        let log = std::sync::Arc::new(Mutex::new(Vec::new()));
-        collect(&log, child.stdout.take().unwrap());
-        collect(&log, child.stderr.take().unwrap());
-        let mut spin = SpinProcess { child, addr, log, _state: own_state };
-        spin.wait_until_serving();
-        spin
-    }
-
-    /// Spin compiles every component before it listens: poll /healthz.
-    fn wait_until_serving(&mut self) {
-        let started = std::time::Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("spin up exited ({status}): {:?}", self.log.lock().unwrap());
-            }
-            if let Ok(mut stream) = std::net::TcpStream::connect(self.addr) {
-                use std::io::{Read, Write};
-                let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n");
-                let mut answer = String::new();
-                let _ = stream.read_to_string(&mut answer);
-                if answer.starts_with("HTTP/1.1 200") {
-                    return;
-                }
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(180),
-                "spin up never served: {:?}",
-                self.log.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for SpinProcess {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.child.wait();
-    }
-}
-
-/// A `redis-server` of this test's own on a free loopback port, keeping
-/// nothing on disk; stopped when dropped.
-pub struct RedisServer {
-    child: Child,
-    pub addr: SocketAddr,
-    _dir: TempDir,
-}
-
-impl RedisServer {
-    pub fn start() -> RedisServer {
-        let dir = TempDir::new("redis");
-        let port = free_port();
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir.0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts (apt-get install redis-server)");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let started = std::time::Instant::now();
-        loop {
-            if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
-                use std::io::{Read, Write};
-                let mut pong = [0; 7];
-                if stream.write_all(b"PING\r\n").is_ok()
-                    && stream.read_exact(&mut pong).is_ok()
-                    && &pong == b"+PONG\r\n"
-                {
-                    break;
-                }
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("redis-server exited: {status}");
-            }
-            assert!(started.elapsed() < Duration::from_secs(30), "redis-server never answered");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        RedisServer { child, addr, _dir: dir }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `spin up` serving `spec`'s manifest from `spec`'s state directory, or
+/// one of its own (and from `redis` when given one).
+pub fn spin_up(bin: &Path, spec: &HostSpec, redis: Option<&RedisServer>) -> SpinUp {
+    ensure_built(&spec.manifest);
+    let config = SpinConfig {
+        bin,
+        manifest: &spec.manifest,
+        state_dir: spec.state_dir.as_deref(),
+        env: &spec.env,
+        redis: redis.map(|r| r.addr),
+    };
+    SpinUp::start(&config).expect("spin up serves")
 }
