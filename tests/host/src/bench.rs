@@ -10,6 +10,7 @@
 //! Every run checks the money invariants and fails loudly if one breaks.
 
 use crate::client::Client;
+use crate::external::{NO_SPIN, RedisServer, SpinConfig, SpinUp};
 use crate::server::{App, Running, ServeOptions, StoreChoice, serve};
 use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
@@ -35,10 +36,38 @@ pub struct Options {
     pub max_instance_concurrent_reuse_count: usize,
     /// Requests running in components at once (`up`'s flag of the same name).
     pub max_running_requests: usize,
-    /// Store backends to measure: "memory", "sqlite".
+    /// Store backends to measure: "memory", "sqlite" (this host), and
+    /// "spin-sqlite", "spin-redis" (`spin up` with that store).
     pub stores: Vec<String>,
     /// Packets of the many-packets phase, if not the default.
     pub packets: Option<usize>,
+    /// The Spin CLI for the `spin-*` stores (`None`: they are skipped).
+    pub spin: Option<PathBuf>,
+}
+
+/// Where the load goes: the host in this process (whose store counts its
+/// calls and whose CPU is this process's), or a server of its own (`spin
+/// up`), measured from outside only.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    addr: SocketAddr,
+    host: Option<&'a Running>,
+}
+
+impl Target<'_> {
+    fn store_stats(&self) -> Option<crate::kv::StatsSnapshot> {
+        self.host.map(|running| running.app().kv.stats())
+    }
+
+    /// Instances created so far, and this process's CPU time: only
+    /// meaningful when the host runs here.
+    fn instances_created(&self) -> Option<u64> {
+        self.host.map(|_| crate::server::instances_created())
+    }
+
+    fn cpu_time(&self) -> Option<Duration> {
+        self.host.map(|_| cpu_time())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,17 +93,19 @@ struct Hot {
     opens_per_s: f64,
     p50: Duration,
     p99: Duration,
-    calls_per_open: f64,
-    cas_per_open: f64,
+    /// Store calls and CAS attempts per open, instances created and CPU:
+    /// `None` when the server is not this process (`spin up`).
+    calls_per_open: Option<f64>,
+    cas_per_open: Option<f64>,
     busy_share: f64,
     empty_after: Duration,
     /// Grabs and opens answered per second until every client was done.
     requests_per_s: f64,
     /// Process CPU per grab or open (see `cpu_time`).
-    cpu_per_request: Duration,
+    cpu_per_request: Option<Duration>,
     /// Grabs and opens sent, and instances created to answer them.
     requests: u32,
-    instances: u64,
+    instances: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -84,13 +115,14 @@ struct Many {
     opens_per_s: f64,
     p50: Duration,
     p99: Duration,
-    calls_per_open: f64,
-    cas_per_open: f64,
+    /// As in `Hot`: `None` on `spin up`.
+    calls_per_open: Option<f64>,
+    cas_per_open: Option<f64>,
     /// Process CPU per request in each phase (see `cpu_time`).
-    cpu_per_grab: Duration,
-    cpu_per_open: Duration,
+    cpu_per_grab: Option<Duration>,
+    cpu_per_open: Option<Duration>,
     /// Instances created while the opens ran (reuse keeps this small).
-    instances: u64,
+    instances: Option<u64>,
 }
 
 struct Run {
@@ -143,11 +175,37 @@ fn perf_control(phase: &str, on: bool) {
     }
 }
 
+/// A store counter's growth between two snapshots, per `n` (when counted).
+fn per(
+    before: Option<crate::kv::StatsSnapshot>,
+    after: Option<crate::kv::StatsSnapshot>,
+    counter: impl Fn(&crate::kv::StatsSnapshot) -> u64,
+    n: f64,
+) -> Option<f64> {
+    Some((counter(&after?) - counter(&before?)) as f64 / n)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The application variables of every measured server, as environment.
+fn variables(strategy: &str) -> Vec<(String, String)> {
+    [
+        ("SPIN_VARIABLE_AUTH_SECRET", AUTH),
+        ("SPIN_VARIABLE_PAYMENT_SECRET", PAYMENT),
+        ("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN),
+        ("SPIN_VARIABLE_MAX_COUNT", "1000"),
+        // One sender wraps every packet, 64 at once, before paying each.
+        ("SPIN_VARIABLE_MAX_UNPAID_PER_USER", "1000"),
+        ("SPIN_VARIABLE_OPEN_STRATEGY", strategy),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
 }
 
 async fn start(manifest: &Path, backend: Backend, strategy: &str, state: &Path, options: &Options) -> Result<Running> {
@@ -158,16 +216,7 @@ async fn start(manifest: &Path, backend: Backend, strategy: &str, state: &Path, 
             StoreChoice::Durable(state.to_owned())
         }
     };
-    let vars: HashMap<String, String> = [
-        ("SPIN_VARIABLE_AUTH_SECRET", AUTH),
-        ("SPIN_VARIABLE_PAYMENT_SECRET", PAYMENT),
-        ("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN),
-        ("SPIN_VARIABLE_MAX_COUNT", "1000"),
-        ("SPIN_VARIABLE_OPEN_STRATEGY", strategy),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    let vars: HashMap<String, String> = variables(strategy).into_iter().collect();
     let options = ServeOptions {
         max_instance_concurrent_reuse_count: options.max_instance_concurrent_reuse_count,
         max_running_requests: options.max_running_requests,
@@ -314,12 +363,11 @@ async fn check_packet(
     Ok(())
 }
 
-async fn hot(running: &Running, shares: u32, clients: usize) -> Result<Hot> {
-    let addr = running.addr();
+async fn hot(target: Target<'_>, shares: u32, clients: usize) -> Result<Hot> {
+    let addr = target.addr;
     let total = u64::from(shares) * 888;
     let id = Arc::new(paid_packet(&mut Client::new(addr), total, shares).await?);
-    let kv = &running.app().kv;
-    let before = kv.stats();
+    let before = target.store_stats();
     let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
     // A client is a connection opening as one new user after another until
     // the packet is empty: `clients` is the number of requests in flight.
@@ -353,10 +401,10 @@ async fn hot(running: &Running, shares: u32, clients: usize) -> Result<Hot> {
         .collect();
     let phase = format!("hot-{shares}-{clients}");
     perf_control(&phase, true);
-    let instances_before = crate::server::instances_created();
+    let instances_before = target.instances_created();
     barrier.wait().await;
     let started = Instant::now();
-    let cpu_started = cpu_time();
+    let cpu_started = target.cpu_time();
     let (mut told, mut latencies, mut busy, mut requests, mut emptied) = (HashMap::new(), Vec::new(), 0, 0, started);
     for t in tasks {
         let (claims, opens, b, r, last_claim) = t.await??;
@@ -366,33 +414,43 @@ async fn hot(running: &Running, shares: u32, clients: usize) -> Result<Hot> {
         emptied = emptied.max(last_claim.unwrap_or(started));
         told.extend(claims);
     }
-    let (elapsed, cpu) = (started.elapsed(), cpu_time() - cpu_started);
+    let (elapsed, cpu) = (started.elapsed(), cpu_started.map(|at| cpu_time() - at));
     perf_control(&phase, false);
-    let instances = crate::server::instances_created() - instances_before;
-    let after = kv.stats();
+    let instances = instances_before.map(|at| crate::server::instances_created() - at);
+    let after = target.store_stats();
     check_packet(addr, &id, total, shares, &told).await?;
     latencies.sort_unstable();
     let empty_after = emptied - started;
-    Ok(Hot {
+    let hot = Hot {
         shares,
         clients,
         opens_per_s: f64::from(shares) / empty_after.as_secs_f64(),
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),
-        calls_per_open: (after.calls - before.calls) as f64 / f64::from(shares),
-        cas_per_open: (after.swaps - before.swaps) as f64 / f64::from(shares),
+        calls_per_open: per(before, after, |s| s.calls, f64::from(shares)),
+        cas_per_open: per(before, after, |s| s.swaps, f64::from(shares)),
         busy_share: f64::from(busy) / f64::from(requests.max(1)),
         empty_after,
         requests_per_s: f64::from(requests) / elapsed.as_secs_f64(),
-        cpu_per_request: cpu / requests.max(1),
+        cpu_per_request: cpu.map(|cpu| cpu / requests.max(1)),
         requests,
         instances,
-    })
+    };
+    progress(format!(
+        "  hot {shares} shares, {clients} clients: {:.0} opens/s, p99 {} ms, {} CAS/open, empty after {} ms, {} requests, {} instances created",
+        hot.opens_per_s,
+        ms(hot.p99),
+        figure(hot.cas_per_open, 2),
+        ms(hot.empty_after),
+        hot.requests,
+        figure(hot.instances.map(|n| n as f64), 0)
+    ));
+    Ok(hot)
 }
 
-async fn many(running: &Running, packets: usize, connections: usize) -> Result<Many> {
+async fn many(target: Target<'_>, packets: usize, connections: usize) -> Result<Many> {
     const SHARES: u32 = 10;
-    let addr = running.addr();
+    let addr = target.addr;
     progress(format!("  many packets: wrapping and paying {packets} packets"));
     let next = Arc::new(AtomicUsize::new(0));
     let setup: Vec<_> = (0..connections)
@@ -422,24 +480,24 @@ async fn many(running: &Running, packets: usize, connections: usize) -> Result<M
         (format!("/v1/packets/{id}/grab"), bearer(&format!("m{job}")), String::new())
     });
     let grab_started = Instant::now();
-    let cpu_started = cpu_time();
+    let cpu_started = target.cpu_time();
     let grabbed = run_jobs(addr, connections, &grabs).await?;
     let grabs_per_s = jobs_count as f64 / grab_started.elapsed().as_secs_f64();
-    let cpu_per_grab = (cpu_time() - cpu_started) / jobs_count as u32;
+    let cpu_per_grab = cpu_started.map(|at| (cpu_time() - at) / jobs_count as u32);
     let opens = jobs(jobs_count, |job| {
         let ticket = parse(&grabbed[job].1)["ticket"].as_str().unwrap_or_default().to_owned();
         let (id, auth) = (&ids[job % ids.len()], &grabs[job].1);
         (format!("/v1/packets/{id}/open"), auth.clone(), json!({ "ticket": ticket }).to_string())
     });
-    let before = running.app().kv.stats();
+    let before = target.store_stats();
     perf_control("open", true);
-    let instances_before = crate::server::instances_created();
+    let instances_before = target.instances_created();
     let started = Instant::now();
-    let cpu_started = cpu_time();
+    let cpu_started = target.cpu_time();
     let opened = run_jobs(addr, connections, &opens).await?;
     let elapsed = started.elapsed();
-    let cpu_per_open = (cpu_time() - cpu_started) / jobs_count as u32;
-    let instances = crate::server::instances_created() - instances_before;
+    let cpu_per_open = cpu_started.map(|at| (cpu_time() - at) / jobs_count as u32);
+    let instances = instances_before.map(|at| crate::server::instances_created() - at);
     perf_control("open", false);
     let opened: Vec<(Duration, Value)> = opened.into_iter().map(|(took, body)| (took, parse(&body))).collect();
     let mut latencies: Vec<Duration> = opened.iter().map(|(took, _)| *took).collect();
@@ -447,7 +505,7 @@ async fn many(running: &Running, packets: usize, connections: usize) -> Result<M
     for (job, (_, reply)) in opened.iter().enumerate() {
         told[job % ids.len()].insert(format!("m{job}"), reply["claim"].clone());
     }
-    let after = running.app().kv.stats();
+    let after = target.store_stats();
     for (i, id) in ids.iter().enumerate().step_by((ids.len() / 200).max(1)) {
         check_packet(addr, id, 1_000, SHARES, &told[i]).await?;
     }
@@ -458,8 +516,8 @@ async fn many(running: &Running, packets: usize, connections: usize) -> Result<M
         opens_per_s: jobs_count as f64 / elapsed.as_secs_f64(),
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),
-        calls_per_open: (after.calls - before.calls) as f64 / jobs_count as f64,
-        cas_per_open: (after.swaps - before.swaps) as f64 / jobs_count as f64,
+        calls_per_open: per(before, after, |s| s.calls, jobs_count as f64),
+        cas_per_open: per(before, after, |s| s.swaps, jobs_count as f64),
         cpu_per_grab,
         cpu_per_open,
         instances,
@@ -585,6 +643,15 @@ fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 
+/// A figure only the in-process host has: "n/a" on `spin up`.
+fn figure(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "n/a".into(), |v| format!("{v:.decimals$}"))
+}
+
+fn micros(d: Option<Duration>) -> Option<f64> {
+    d.map(|d| d.as_secs_f64() * 1e6)
+}
+
 pub async fn run(options: &Options) -> Result<()> {
     let manifest = std::fs::canonicalize(&options.manifest)?;
     let state = std::env::temp_dir().join(format!("hongbao-bench-{}", std::process::id()));
@@ -612,7 +679,10 @@ pub async fn run(options: &Options) -> Result<()> {
         .into_iter()
         .filter(|b| options.stores.iter().any(|s| s == b.name()))
         .collect();
-    ensure!(!backends.is_empty(), "--stores names none of: memory, sqlite");
+    for store in &options.stores {
+        ensure!(STORES.contains(&store.as_str()), "--stores: unknown store {store:?} (one of {})", STORES.join(", "));
+    }
+    ensure!(!backends.is_empty(), "--stores names no host store (memory, sqlite): the Spin rows are ratios to one");
     for backend in backends {
         for strategy in &options.strategies {
             progress(format!("{} store, {strategy} strategy", backend.name()));
@@ -636,7 +706,8 @@ pub async fn run(options: &Options) -> Result<()> {
             let before = ceiling(addr, 64, ceiling_time).await?.per_s;
             perf_control("healthz", false);
             let cpu_per_healthz = (cpu_time() - cpu_started) / (served() - healthz_before).max(1) as u32;
-            let many = many(&running, packets, 64).await?;
+            let target = Target { addr, host: Some(&running) };
+            let many = many(target, packets, 64).await?;
             let after = ceiling(addr, 64, ceiling_time).await?.per_s;
             progress(format!(
                 "  many packets: {:.0} opens/s; /healthz at 64 clients {before:.0} req/s before, {after:.0} after",
@@ -653,17 +724,7 @@ pub async fn run(options: &Options) -> Result<()> {
             let mut hots = Vec::new();
             for &s in &shares {
                 for &clients in &client_counts {
-                    let h = hot(&running, s, clients).await?;
-                    progress(format!(
-                        "  hot {s} shares, {clients} clients: {:.0} opens/s, p99 {} ms, {:.2} CAS/open, empty after {} ms, {} requests, {} instances created",
-                        h.opens_per_s,
-                        ms(h.p99),
-                        h.cas_per_open,
-                        ms(h.empty_after),
-                        h.requests,
-                        h.instances
-                    ));
-                    hots.push(h);
+                    hots.push(hot(target, s, clients).await?);
                 }
             }
             for (component, n, mean) in running.timings() {
@@ -692,7 +753,8 @@ pub async fn run(options: &Options) -> Result<()> {
         }
     }
     let _ = std::fs::remove_dir_all(&state);
-    print_report(&runs, &instantiate, &service_times, &sizes);
+    let spin_runs = spin_runs(options, &manifest, &runs).await?;
+    print_report(&runs, &spin_runs, &instantiate, &service_times, &sizes);
     if let Some(path) = &options.chart {
         chart(&runs, &client_counts, path)?;
         progress(format!("chart written to {}", path.display()));
@@ -700,8 +762,123 @@ pub async fn run(options: &Options) -> Result<()> {
     Ok(())
 }
 
+/// Every `--stores` name.
+const STORES: [&str; 4] = ["memory", "sqlite", "spin-sqlite", "spin-redis"];
+
+/// One `spin up` run: the same phases as the host's, smaller (Spin's SQLite
+/// store is a few hundred opens per second), with the open strategy of the
+/// host run it is compared with.
+struct SpinRun {
+    store: &'static str,
+    strategy: String,
+    healthz: f64,
+    many: Many,
+    hot: Vec<Hot>,
+}
+
+/// The host run the Spin rows are ratios to: the durable store with the
+/// `auto` strategy (the defaults), else the closest there is.
+fn reference(runs: &[Run]) -> &Run {
+    let score = |r: &Run| (r.backend == Backend::Durable, r.strategy == "auto");
+    runs.iter().max_by_key(|r| score(r)).expect("at least one host run")
+}
+
+/// The `spin-sqlite` and `spin-redis` runs asked for, on the real Spin CLI.
+async fn spin_runs(options: &Options, manifest: &Path, runs: &[Run]) -> Result<Vec<SpinRun>> {
+    let wanted: Vec<&'static str> = [("spin-sqlite", "sqlite"), ("spin-redis", "redis")]
+        .into_iter()
+        .filter(|(name, _)| options.stores.iter().any(|s| s == name))
+        .map(|(_, store)| store)
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(bin) = &options.spin else {
+        progress(format!("spin up: skipped ({NO_SPIN})"));
+        return Ok(Vec::new());
+    };
+    let strategy = reference(runs).strategy.clone();
+    let packets = if options.quick { 50 } else { 300 };
+    let mut spin_runs = Vec::new();
+    for store in wanted {
+        progress(format!("spin up ({}), {store} store, {strategy} strategy", bin.display()));
+        let redis = match store {
+            "redis" => Some(tokio::task::block_in_place(RedisServer::start)?),
+            _ => None,
+        };
+        let mut env = variables(&strategy);
+        if redis.is_some() {
+            // Spin 4.0.2's Redis get-many fails (see ../shared/bin/README.md).
+            env.push(("SPIN_VARIABLE_KV_BATCH_READS".into(), "false".into()));
+        }
+        let config = SpinConfig { bin, manifest, state_dir: None, env: &env, redis: redis.as_ref().map(|r| r.addr) };
+        let spin = tokio::task::block_in_place(|| SpinUp::start(&config))?;
+        let target = Target { addr: spin.addr, host: None };
+        let ceiling_time = Duration::from_secs(if options.quick { 1 } else { 3 });
+        let healthz = ceiling(spin.addr, 64, ceiling_time).await?.per_s;
+        progress(format!("  /healthz at 64 clients: {healthz:.0} req/s"));
+        let many = many(target, packets, 64).await?;
+        progress(format!("  many packets: {:.0} opens/s", many.opens_per_s));
+        let mut hot_runs = Vec::new();
+        for clients in [64, 256] {
+            hot_runs.push(hot(target, 100, clients).await?);
+        }
+        let books = check_books(spin.addr).await?;
+        progress(format!(
+            "  books balance: {} packets, {} fen claimed, no mismatch",
+            books["packets"], books["claimed_fen"]
+        ));
+        spin_runs.push(SpinRun { store, strategy: strategy.clone(), healthz, many, hot: hot_runs });
+    }
+    Ok(spin_runs)
+}
+
+/// Spin beside the host: each `spin up` run's figures and their ratio to
+/// the host's (`reference`) in the same run.
+fn print_spin_report(runs: &[Run], spin_runs: &[SpinRun]) {
+    if spin_runs.is_empty() {
+        return;
+    }
+    let host = reference(runs);
+    let host_healthz = (host.ceiling_around_many.0 + host.ceiling_around_many.1) / 2.0;
+    let host_hot = |clients: usize| host.hot.iter().find(|h| h.shares == 100 && h.clients == clients);
+    println!(
+        "| server | store | strategy | /healthz req/s, 64 clients (÷ host) | many packets: grabs/s | many packets: opens/s (÷ host) | open p50 / p99 ms | hot 100 shares, 64 clients: empty after ms (× host) | hot 100 shares, 256 clients: empty after ms (× host) | 429 share at 256 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let rows =
+        std::iter::once(("hongbao-host", host.backend.name(), &host.strategy, host_healthz, &host.many, &host.hot))
+            .chain(spin_runs.iter().map(|r| ("spin up", r.store, &r.strategy, r.healthz, &r.many, &r.hot)));
+    for (server, store, strategy, healthz, many, hot) in rows {
+        let hot_cell = |clients: usize| {
+            let (Some(h), Some(base)) =
+                (hot.iter().find(|h| h.shares == 100 && h.clients == clients), host_hot(clients))
+            else {
+                return "n/a".to_owned();
+            };
+            format!("{} (× {:.1})", ms(h.empty_after), h.empty_after.as_secs_f64() / base.empty_after.as_secs_f64())
+        };
+        let busy = hot.iter().find(|h| h.shares == 100 && h.clients == 256).map_or(0.0, |h| h.busy_share);
+        println!(
+            "| {server} | {store} | {strategy} | {healthz:.0} ({:.0}%) | {:.0} | {:.0} ({} packets × 10; {:.0}%) | {} / {} | {} | {} | {:.1}% |",
+            100.0 * healthz / host_healthz,
+            many.grabs_per_s,
+            many.opens_per_s,
+            many.packets,
+            100.0 * many.opens_per_s / host.many.opens_per_s,
+            ms(many.p50),
+            ms(many.p99),
+            hot_cell(64),
+            hot_cell(256),
+            100.0 * busy
+        );
+    }
+    println!();
+}
+
 fn print_report(
     runs: &[Run],
+    spin_runs: &[SpinRun],
     instantiate: &[(&str, Duration)],
     service_times: &[(&str, Duration)],
     sizes: &[(String, u64)],
@@ -715,7 +892,7 @@ fn print_report(
         let (before, after) = r.ceiling_around_many;
         let ceiling = (before + after) / 2.0;
         println!(
-            "| {} | {} | {:.0} / {:.0} req/s | {:.0} | {:.0} ({} packets × 10) | {:.0}% | {} | {} | {:.1} | {:.2} | {:.0} / {:.0} / {:.0} |",
+            "| {} | {} | {:.0} / {:.0} req/s | {:.0} | {:.0} ({} packets × 10) | {:.0}% | {} | {} | {} | {} | {:.0} / {} / {} |",
             r.backend.name(),
             r.strategy,
             before,
@@ -726,11 +903,11 @@ fn print_report(
             100.0 * r.many.opens_per_s / ceiling,
             ms(r.many.p50),
             ms(r.many.p99),
-            r.many.calls_per_open,
-            r.many.cas_per_open,
+            figure(r.many.calls_per_open, 1),
+            figure(r.many.cas_per_open, 2),
             r.cpu_per_healthz.as_secs_f64() * 1e6,
-            r.many.cpu_per_grab.as_secs_f64() * 1e6,
-            r.many.cpu_per_open.as_secs_f64() * 1e6
+            figure(micros(r.many.cpu_per_grab), 0),
+            figure(micros(r.many.cpu_per_open), 0)
         );
     }
     println!();
@@ -741,7 +918,7 @@ fn print_report(
     for r in runs {
         for h in &r.hot {
             println!(
-                "| {} | {} | {} | {} | {:.0} | {} | {} | {:.1} | {:.2} | {:.1}% | {} | {:.0} | {:.0} |",
+                "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {:.1}% | {} | {:.0} | {} |",
                 r.backend.name(),
                 r.strategy,
                 h.shares,
@@ -749,16 +926,17 @@ fn print_report(
                 h.opens_per_s,
                 ms(h.p50),
                 ms(h.p99),
-                h.calls_per_open,
-                h.cas_per_open,
+                figure(h.calls_per_open, 1),
+                figure(h.cas_per_open, 2),
                 100.0 * h.busy_share,
                 ms(h.empty_after),
                 h.requests_per_s,
-                h.cpu_per_request.as_secs_f64() * 1e6
+                figure(micros(h.cpu_per_request), 0)
             );
         }
     }
     println!();
+    print_spin_report(runs, spin_runs);
     println!("| store | strategy | clients | /healthz req/s | /healthz p50 ms | /healthz p99 ms |");
     println!("|---|---|---|---|---|---|");
     for r in runs {
@@ -782,10 +960,10 @@ fn print_report(
     }
     for r in runs {
         println!(
-            "| opens per instance created, many packets, {} / {} | {:.0} |",
+            "| opens per instance created, many packets, {} / {} | {} |",
             r.backend.name(),
             r.strategy,
-            (r.many.packets * 10) as f64 / r.many.instances.max(1) as f64
+            figure(r.many.instances.map(|n| (r.many.packets * 10) as f64 / n.max(1) as f64), 0)
         );
     }
     for (what, took) in service_times {

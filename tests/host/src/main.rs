@@ -54,9 +54,13 @@ enum Command {
         /// Requests running in components at once (`up`'s flag of the same name).
         #[arg(long, default_value_t = hongbao_host::server::DEFAULT_MAX_RUNNING_REQUESTS)]
         max_running_requests: usize,
-        /// Store backends to measure.
-        #[arg(long, value_delimiter = ',', default_value = "memory,sqlite")]
+        /// Store backends to measure: memory and sqlite on this host, spin-sqlite and
+        /// spin-redis on `spin up` (skipped, with a line saying so, without a Spin binary).
+        #[arg(long, value_delimiter = ',', default_value = "memory,sqlite,spin-sqlite,spin-redis")]
         stores: Vec<String>,
+        /// The Spin CLI for the spin-* stores (default: SPIN_BIN, else spin on PATH).
+        #[arg(long)]
+        spin: Option<PathBuf>,
         /// Packets of the many-packets phase (default 10,000; 500 with --quick): more
         /// gives a profiled open phase enough samples.
         #[arg(long)]
@@ -136,6 +140,7 @@ fn main() -> Result<()> {
             max_running_requests,
             stores,
             packets,
+            spin,
         } => {
             if build {
                 build::build_all(&Manifest::load(&cli.manifest)?, false)?;
@@ -150,6 +155,8 @@ fn main() -> Result<()> {
                 max_running_requests,
                 stores,
                 packets,
+                spin: spin
+                    .or_else(|| hongbao_host::external::spin_binary(&std::env::current_dir().unwrap_or_default())),
             };
             runtime.block_on(hongbao_host::bench::run(&options))
         }
