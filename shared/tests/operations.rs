@@ -38,8 +38,18 @@ fn concurrent_wraps_with_one_request_id_make_one_packet() {
                 scope.spawn(move || {
                     barrier.wait();
                     let mut s = hongbao::Service::new(store, config, sleeping_env(T0, i));
-                    let (status, view) = s.wrap("carol", request).unwrap();
-                    (status, view.id)
+                    // A loser that arrives between the winner's election and
+                    // its record is told to retry (429), as a client would.
+                    for _ in 0..10_000 {
+                        match s.wrap("carol", request) {
+                            Err(Error::Busy { .. }) => std::thread::yield_now(),
+                            answer => {
+                                let (status, view) = answer.unwrap();
+                                return (status, view.id);
+                            }
+                        }
+                    }
+                    panic!("still busy after 10,000 retries")
                 })
             })
             .collect();
