@@ -767,10 +767,9 @@ const STORES: [&str; 4] = ["memory", "sqlite", "spin-sqlite", "spin-redis"];
 
 /// One `spin up` run: the same phases as the host's, smaller (Spin's SQLite
 /// store is a few hundred opens per second), with the open strategy of the
-/// host run it is compared with.
+/// host run it is compared with (`reference`).
 struct SpinRun {
     store: &'static str,
-    strategy: String,
     healthz: f64,
     many: Many,
     hot: Vec<Hot>,
@@ -828,9 +827,14 @@ async fn spin_runs(options: &Options, manifest: &Path, runs: &[Run]) -> Result<V
             "  books balance: {} packets, {} fen claimed, no mismatch",
             books["packets"], books["claimed_fen"]
         ));
-        spin_runs.push(SpinRun { store, strategy: strategy.clone(), healthz, many, hot: hot_runs });
+        spin_runs.push(SpinRun { store, healthz, many, hot: hot_runs });
     }
     Ok(spin_runs)
+}
+
+/// The hot-packet run Spin also has: 100 shares, at `clients` clients.
+fn hot_at(hot: &[Hot], clients: usize) -> Option<&Hot> {
+    hot.iter().find(|h| h.shares == 100 && h.clients == clients)
 }
 
 /// Spin beside the host: each `spin up` run's figures and their ratio to
@@ -841,24 +845,21 @@ fn print_spin_report(runs: &[Run], spin_runs: &[SpinRun]) {
     }
     let host = reference(runs);
     let host_healthz = (host.ceiling_around_many.0 + host.ceiling_around_many.1) / 2.0;
-    let host_hot = |clients: usize| host.hot.iter().find(|h| h.shares == 100 && h.clients == clients);
     println!(
         "| server | store | strategy | /healthz req/s, 64 clients (÷ host) | many packets: grabs/s | many packets: opens/s (÷ host) | open p50 / p99 ms | hot 100 shares, 64 clients: empty after ms (× host) | hot 100 shares, 256 clients: empty after ms (× host) | 429 share at 256 |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    let rows =
-        std::iter::once(("hongbao-host", host.backend.name(), &host.strategy, host_healthz, &host.many, &host.hot))
-            .chain(spin_runs.iter().map(|r| ("spin up", r.store, &r.strategy, r.healthz, &r.many, &r.hot)));
-    for (server, store, strategy, healthz, many, hot) in rows {
+    let rows = std::iter::once(("hongbao-host", host.backend.name(), host_healthz, &host.many, &host.hot))
+        .chain(spin_runs.iter().map(|r| ("spin up", r.store, r.healthz, &r.many, &r.hot)));
+    let strategy = &host.strategy;
+    for (server, store, healthz, many, hot) in rows {
         let hot_cell = |clients: usize| {
-            let (Some(h), Some(base)) =
-                (hot.iter().find(|h| h.shares == 100 && h.clients == clients), host_hot(clients))
-            else {
+            let (Some(h), Some(base)) = (hot_at(hot, clients), hot_at(&host.hot, clients)) else {
                 return "n/a".to_owned();
             };
             format!("{} (× {:.1})", ms(h.empty_after), h.empty_after.as_secs_f64() / base.empty_after.as_secs_f64())
         };
-        let busy = hot.iter().find(|h| h.shares == 100 && h.clients == 256).map_or(0.0, |h| h.busy_share);
+        let busy = hot_at(hot, 256).map_or(0.0, |h| h.busy_share);
         println!(
             "| {server} | {store} | {strategy} | {healthz:.0} ({:.0}%) | {:.0} | {:.0} ({} packets × 10; {:.0}%) | {} / {} | {} | {} | {:.1}% |",
             100.0 * healthz / host_healthz,
