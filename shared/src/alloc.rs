@@ -10,10 +10,10 @@
 //! Two ways to use it:
 //! * live (`next_share`): the CAS strategy computes each share at open time
 //!   from the packet's current remainder and a caller-supplied random source;
-//! * pre-allocated (`preallocated_share`): the contention-free strategy
-//!   derives share `k` from a per-packet secret seed alone (seed 002's
-//!   "pre-split without extra storage"), replaying the same double-average
-//!   with a deterministic generator. The generator and the sampling are
+//! * pre-allocated (`preallocate`): the contention-free (cursor) strategy
+//!   derives every share from a per-packet secret seed (seed 002's pre-split),
+//!   replaying the same double-average with a deterministic generator, and
+//!   stores them at wrap, one record per share. The generator and the sampling are
 //!   written here, not borrowed from `rand`, so a dependency upgrade can never
 //!   change the shares of a packet that is already half claimed.
 
@@ -171,7 +171,9 @@ pub fn preallocate(kind: Kind, total: Fen, count: u32, seed: u64) -> Vec<Fen> {
 }
 
 /// Share `k` (1-based) of a pre-allocated packet: a pure function of
-/// (kind, total, count, seed, k). Costs O(k); nothing is stored.
+/// (kind, total, count, seed, k), costing O(k). The cursor strategy stores
+/// every share at wrap (`state::preallocated_shares`); this recomputes one,
+/// for checks against what was stored.
 pub fn preallocated_share(kind: Kind, total: Fen, count: u32, seed: u64, k: u32) -> Option<Fen> {
     if k == 0 || k > count {
         return None;

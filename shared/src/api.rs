@@ -8,7 +8,7 @@ use crate::alloc::{Kind, SplitError, check_splittable};
 use crate::config::Config;
 use crate::error::Error;
 use crate::money::Fen;
-use crate::record::Terms;
+use crate::record::WrapTerms;
 use crate::time::{Day, Timestamp};
 use serde_json::{Map, Value};
 
@@ -17,7 +17,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub struct WrapRequest {
     pub request_id: String,
-    pub terms: Terms,
+    pub terms: WrapTerms,
 }
 
 pub struct PaymentRequest {
@@ -97,7 +97,7 @@ pub fn parse_wrap(body: &[u8], config: &Config) -> Result<WrapRequest, Error> {
     }
     let greeting = optional_string(&map, "greeting", 100)?;
     let group_id = optional_string(&map, "group_id", 64)?;
-    Ok(WrapRequest { request_id, terms: Terms { kind, total_fen: Fen(total), count, greeting, group_id } })
+    Ok(WrapRequest { request_id, terms: WrapTerms { kind, total_fen: Fen(total), count, greeting, group_id } })
 }
 
 /// `POST /v1/packets/{id}/payment`.

@@ -7,11 +7,11 @@
 //! * tickets: grab hands out `{packet}.{user}.{expires}[.{facts}].{mac}`, an
 //!   HMAC under a key derived from `auth_secret`, so open verifies it without
 //!   a store read. The facts are the packet's terms that never change once it
-//!   is paid (see `PacketFacts`), so a cursor open need not read the packet.
+//!   is paid (see `record::PacketFacts`), so a cursor open need not read the packet.
 
 use crate::error::Error;
 use crate::id::valid_user;
-use crate::record::Strategy;
+use crate::record::{PacketFacts, Strategy};
 use crate::time::Timestamp;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
@@ -151,57 +151,42 @@ pub fn verify_admin(authorization: Option<&str>, admin_token: &str) -> Result<()
 /// The payment callback's signature over the raw body.
 pub fn verify_payment(signature_header: Option<&str>, secret: &str, body: &[u8]) -> Result<(), Error> {
     let hex = signature_header.and_then(|h| h.trim().strip_prefix("sha256=")).ok_or(Error::BadSignature)?;
-    let given = hex_decode(hex).ok_or(Error::BadSignature)?;
+    let given = hex::decode(hex).map_err(|_| Error::BadSignature)?;
     mac(secret.as_bytes(), &[body]).verify_slice(&given).map_err(|_| Error::BadSignature)
 }
 
 /// `sha256=<hex>` for a body (for the payment system's side, and tests).
 pub fn sign_payment(secret: &str, body: &[u8]) -> String {
     let code = mac(secret.as_bytes(), &[body]).finalize().into_bytes();
-    format!("sha256={}", code.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    format!("sha256={}", hex::encode(code))
 }
 
 fn ticket_key(auth_secret: &str) -> Vec<u8> {
     mac(auth_secret.as_bytes(), &[b"hongbao grab ticket v1"]).finalize().into_bytes().to_vec()
 }
 
-/// What grab saw of a paid packet that open needs and that can never change
-/// afterwards: how opens serialize, the share count, when it expires and who
-/// sent it. Signed into the ticket, so a cursor open skips reading the packet
-/// record (status changes after payment are either visible in the cursor and
-/// share records, or follow from `expires_at`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PacketFacts {
-    pub strategy: Strategy,
-    pub count: u32,
-    pub expires_at: Timestamp,
-    pub sender: String,
+/// `{c|s}{count}.{expires_at}.{sender}`: no field holds a `.` (user ids
+/// cannot), so the ticket still splits on dots.
+fn encode_facts(facts: &PacketFacts) -> String {
+    let strategy = match facts.strategy {
+        Strategy::Cas => 's',
+        Strategy::Cursor => 'c',
+    };
+    format!("{strategy}{}.{}.{}", facts.count, facts.expires_at.0, facts.sender)
 }
 
-impl PacketFacts {
-    /// `{c|s}{count}.{expires_at}.{sender}`: no field holds a `.` (user ids
-    /// cannot), so the ticket still splits on dots.
-    fn encode(&self) -> String {
-        let strategy = match self.strategy {
-            Strategy::Cas => 's',
-            Strategy::Cursor => 'c',
-        };
-        format!("{strategy}{}.{}.{}", self.count, self.expires_at.0, self.sender)
-    }
-
-    fn decode(count: &str, expires_at: &str, sender: &str) -> Option<PacketFacts> {
-        let strategy = match count.as_bytes().first()? {
-            b's' => Strategy::Cas,
-            b'c' => Strategy::Cursor,
-            _ => return None,
-        };
-        Some(PacketFacts {
-            strategy,
-            count: count[1..].parse().ok()?,
-            expires_at: Timestamp(expires_at.parse().ok()?),
-            sender: valid_user(sender).then(|| sender.to_owned())?,
-        })
-    }
+fn decode_facts(count: &str, expires_at: &str, sender: &str) -> Option<PacketFacts> {
+    let strategy = match count.as_bytes().first()? {
+        b's' => Strategy::Cas,
+        b'c' => Strategy::Cursor,
+        _ => return None,
+    };
+    Some(PacketFacts {
+        strategy,
+        count: count[1..].parse().ok()?,
+        expires_at: Timestamp(expires_at.parse().ok()?),
+        sender: valid_user(sender).then(|| sender.to_owned())?,
+    })
 }
 
 /// A grab ticket binding (packet, user, expiry), and the packet's facts if
@@ -216,7 +201,7 @@ pub fn issue_ticket(
     let mut body = format!("{packet_id}.{user}.{}", expires_at.0);
     if let Some(facts) = facts {
         body.push('.');
-        body.push_str(&facts.encode());
+        body.push_str(&encode_facts(facts));
     }
     let code = keyed_mac(auth_secret, |k| &k.ticket, &[body.as_bytes()]).finalize().into_bytes();
     format!("{body}.{}", base64url_encode(&code))
@@ -241,7 +226,7 @@ pub fn verify_ticket(
     let (packet, holder, expires, facts) = match fields[..] {
         [packet, holder, expires] => (packet, holder, expires, None),
         [packet, holder, expires, count, expires_at, sender] => {
-            (packet, holder, expires, Some(PacketFacts::decode(count, expires_at, sender).ok_or(malformed.clone())?))
+            (packet, holder, expires, Some(decode_facts(count, expires_at, sender).ok_or(malformed.clone())?))
         }
         _ => return Err(malformed),
     };
@@ -275,13 +260,6 @@ pub fn base64url_encode(bytes: &[u8]) -> String {
 /// `None` if malformed or not canonical.
 pub fn base64url_decode(text: &str) -> Option<Vec<u8>> {
     base64::Engine::decode(&B64URL, text).ok()
-}
-
-fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
 }
 
 #[cfg(test)]

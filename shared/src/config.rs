@@ -189,6 +189,7 @@ impl Config {
     }
 
     /// A configuration for tests: fixed secrets, contract defaults.
+    #[cfg(any(test, feature = "testing"))]
     pub fn for_tests() -> Config {
         Config::load(|name| match name {
             "auth_secret" => Some("test-auth-secret".into()),

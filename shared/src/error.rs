@@ -2,7 +2,6 @@
 //! the contract's HTTP status and error code.
 
 use crate::record::Claim;
-use crate::store::StoreError;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Error {
@@ -134,12 +133,6 @@ impl Error {
             body["claim"] = serde_json::to_value(claim.view()).expect("claim view serialises");
         }
         body
-    }
-}
-
-impl From<StoreError> for Error {
-    fn from(e: StoreError) -> Self {
-        Error::Unavailable(e.0)
     }
 }
 

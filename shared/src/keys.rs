@@ -122,7 +122,7 @@ pub fn user_admission(id: &PacketId, user: &str, window: i64) -> String {
 
 /// Hex of the first 16 bytes of SHA-256: client text made key-safe.
 fn short_hash(text: &str) -> String {
-    Sha256::digest(text.as_bytes())[..16].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&Sha256::digest(text.as_bytes())[..16])
 }
 
 /// All user-centric keys start here: `u{uu}/{user}` (uu = user hash % 100).

@@ -10,6 +10,28 @@
 //!
 //! It must never depend on spin-sdk or wasmtime: it is compiled natively for
 //! tests and into every Wasm component unchanged.
+//!
+//! ## Layers
+//!
+//! Imports point one way: a module uses only modules of the lines above its
+//! own (`tests/layers.rs` reads this list and checks every `crate::` path of
+//! the source against it, and that `ops`' submodules do not import each other).
+//!
+//! 1. `money`, `time`, `json`
+//! 2. `alloc`
+//! 3. `id`
+//! 4. `record`
+//! 5. `error`, `keys`
+//! 6. `env`
+//! 7. `store`
+//! 8. `state`, `auth`, `config`
+//! 9. `api`
+//! 10. `ops`
+//! 11. `http`
+//!
+//! The test-only stores (`store::memory`, `store::faulty`) and
+//! `Config::for_tests` exist only with the `testing` feature, which this
+//! crate's own tests and the simulator turn on.
 
 pub mod alloc;
 pub mod api;

@@ -136,9 +136,9 @@ impl Packet {
         Fen::sum(self.claims.iter().map(|c| c.amount_fen)).unwrap_or(Fen(u64::MAX))
     }
 
-    /// The terms a grab ticket carries to open (`None` before payment).
-    pub fn facts(&self) -> Option<crate::auth::PacketFacts> {
-        Some(crate::auth::PacketFacts {
+    /// What never changes once the packet is paid (`None` before payment).
+    pub fn facts(&self) -> Option<PacketFacts> {
+        Some(PacketFacts {
             strategy: self.strategy,
             count: self.count,
             expires_at: self.expires_at?,
@@ -311,18 +311,32 @@ pub struct ClaimView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WrapRecord {
     pub packet_id: String,
-    pub terms: Terms,
+    pub terms: WrapTerms,
 }
 
 /// What a wrap request asks for; two requests are "the same body" when their
 /// terms are equal (unknown fields are ignored by the contract).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Terms {
+pub struct WrapTerms {
     pub kind: Kind,
     pub total_fen: Fen,
     pub count: u32,
     pub greeting: Option<String>,
     pub group_id: Option<String>,
+}
+
+/// What grab and open need of a paid packet that can never change
+/// afterwards: how opens serialize, the share count, when it expires and who
+/// sent it. Grab signs them into the ticket (`auth::issue_ticket`), so a
+/// cursor open skips reading the packet record (status changes after payment
+/// are either visible in the cursor and share records, or follow from
+/// `expires_at`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PacketFacts {
+    pub strategy: Strategy,
+    pub count: u32,
+    pub expires_at: Timestamp,
+    pub sender: String,
 }
 
 /// A line of a user's received list.

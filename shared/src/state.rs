@@ -15,11 +15,11 @@ use crate::alloc::{Entropy, next_share};
 use crate::error::Error;
 use crate::id::PacketId;
 use crate::money::Fen;
-use crate::record::{Claim, Packet, Share, ShareState, Status, Strategy, Terms};
+use crate::record::{Claim, Packet, Share, ShareState, Status, Strategy, WrapTerms};
 use crate::time::Timestamp;
 
 /// A new packet, awaiting payment.
-pub fn wrap(id: &PacketId, sender: &str, terms: &Terms, now: Timestamp, seed: u64, strategy: Strategy) -> Packet {
+pub fn wrap(id: &PacketId, sender: &str, terms: &WrapTerms, now: Timestamp, seed: u64, strategy: Strategy) -> Packet {
     Packet {
         id: id.to_string(),
         version: 1,
@@ -99,15 +99,25 @@ pub fn grab(p: &Packet, user: &str, now: Timestamp) -> Result<u32, Error> {
     Ok(p.remaining_count)
 }
 
-fn check_openable(p: &Packet, now: Timestamp) -> Result<(), Error> {
-    match p.status {
+/// The checks grab and open make on every strategy: the packet is paid and
+/// not expired, by its status or by the clock.
+pub fn check_live(status: Status, expires_at: Option<Timestamp>, now: Timestamp) -> Result<(), Error> {
+    match status {
         Status::AwaitingPayment => Err(Error::NotSent),
         Status::Expired | Status::Refunded => Err(Error::Expired),
-        Status::Exhausted => Err(Error::Exhausted),
-        Status::Active if p.is_past_expiry(now) => Err(Error::Expired),
-        Status::Active if p.remaining_count == 0 => Err(Error::Exhausted),
-        Status::Active => Ok(()),
+        _ if now.has_reached(expires_at) => Err(Error::Expired),
+        _ => Ok(()),
     }
+}
+
+/// A record-serialized packet also answers `exhausted` by itself (a cursor
+/// packet's record does not know; its cursor does).
+fn check_openable(p: &Packet, now: Timestamp) -> Result<(), Error> {
+    if p.status == Status::Exhausted {
+        return Err(Error::Exhausted);
+    }
+    check_live(p.status, p.expires_at, now)?;
+    if p.remaining_count == 0 { Err(Error::Exhausted) } else { Ok(()) }
 }
 
 #[allow(clippy::large_enum_variant)] // as `Paid`
@@ -303,7 +313,7 @@ mod tests {
 
     fn packet(kind: Kind, total: u64, count: u32) -> Packet {
         let id = PacketId::generate(Day::from_days_since_epoch(T0.0 / 86_400), &mut SplitMix64(1));
-        let terms = Terms { kind, total_fen: Fen(total), count, greeting: None, group_id: None };
+        let terms = WrapTerms { kind, total_fen: Fen(total), count, greeting: None, group_id: None };
         wrap(&id, "sender", &terms, T0, 99, Strategy::Cas)
     }
 

@@ -24,57 +24,31 @@
 //!    reads it through the mapping and answers it.
 //! 6. the received record (as for every open).
 
-use super::Service;
-use super::packet::{Taken, decode_existing};
-use crate::auth::PacketFacts;
+use super::{Service, Taken, decode_existing};
 use crate::error::Error;
 use crate::id::PacketId;
 use crate::keys;
-use crate::record::{Claim, Packet, Share, ShareState, Status};
+use crate::record::{Claim, Packet, PacketFacts, Share, ShareState, Status, Strategy};
 use crate::state::{self, ShareClaimed};
-use crate::store::{Step, Store, update};
-use crate::time::Timestamp;
-
-/// What grab and open need of a cursor packet: read from its record, or
-/// taken from the grab ticket's signed facts.
-pub(super) struct Terms {
-    pub count: u32,
-    pub status: Status,
-    pub expires_at: Option<Timestamp>,
-    pub sender: String,
-}
-
-impl Terms {
-    pub fn of(p: &Packet) -> Terms {
-        Terms { count: p.count, status: p.status, expires_at: p.expires_at, sender: p.sender.clone() }
-    }
-
-    /// A ticket is only issued for a paid packet, and after payment the
-    /// record's status changes only to exhausted (which the cursor shows
-    /// anyway) or, once past `expires_at`, to expired and refunded.
-    pub fn from_facts(facts: PacketFacts) -> Terms {
-        Terms { count: facts.count, status: Status::Active, expires_at: Some(facts.expires_at), sender: facts.sender }
-    }
-}
+use crate::store::{Step, Store, get_all, update};
 
 impl<S: Store> Service<'_, S> {
     /// Every share record of a cursor-strategy packet, in order.
     pub(super) fn shares(&self, id: &PacketId, count: u32) -> Result<Vec<Share>, Error> {
         let keys: Vec<String> = (1..=count).map(|k| keys::share(id, k)).collect();
-        let mut shares = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(256) {
-            for bytes in self.store.get_many(chunk)? {
+        get_all(self.store, &keys)?
+            .into_iter()
+            .map(|bytes| {
                 let bytes = bytes.ok_or_else(|| Error::Internal(format!("packet {id} is missing a share")))?;
-                shares.push(Share::decode(&bytes).map_err(Error::Internal)?);
-            }
-        }
-        Ok(shares)
+                Share::decode(&bytes).map_err(Error::Internal)
+            })
+            .collect()
     }
 
     /// The packet as it stands: for a cursor-strategy packet not yet
     /// finalized, the claims in its share records merged in (read-only).
     pub(super) fn current(&self, id: &PacketId, packet: Packet) -> Result<Packet, Error> {
-        if packet.strategy != crate::record::Strategy::Cursor || !packet.status.is_paid() || packet.status.is_final() {
+        if packet.strategy != Strategy::Cursor || !packet.status.is_paid() || packet.status.is_final() {
             return Ok(packet);
         }
         let shares = self.shares(id, packet.count)?;
@@ -116,12 +90,18 @@ impl<S: Store> Service<'_, S> {
     }
 
     /// Shares not yet handed out.
-    fn untaken(&self, id: &PacketId, packet: &Terms) -> Result<u32, Error> {
-        let taken = self.store.increment(&keys::cursor(id), 0)?.clamp(0, i64::from(packet.count));
-        Ok(packet.count - taken as u32)
+    fn untaken(&self, id: &PacketId, count: u32) -> Result<u32, Error> {
+        let taken = self.store.increment(&keys::cursor(id), 0)?.clamp(0, i64::from(count));
+        Ok(count - taken as u32)
     }
 
-    pub(super) fn cursor_grab(&mut self, id: &PacketId, packet: &Terms, user: &str) -> Result<u32, Error> {
+    pub(super) fn cursor_grab(
+        &mut self,
+        id: &PacketId,
+        packet: &PacketFacts,
+        status: Status,
+        user: &str,
+    ) -> Result<u32, Error> {
         match self.mapped(id, user)? {
             Some(Mapped::Claimed(claim)) => return Err(Error::AlreadyClaimed(claim)),
             Some(Mapped::Exhausted) => return Err(Error::Exhausted),
@@ -129,8 +109,8 @@ impl<S: Store> Service<'_, S> {
             // ticket lets their open finish it.
             Some(Mapped::Unclaimed(_)) | None => {}
         }
-        check_open(packet, self.env.now)?;
-        match self.untaken(id, packet)? {
+        state::check_live(status, Some(packet.expires_at), self.env.now)?;
+        match self.untaken(id, packet.count)? {
             // Every share is handed out, but one may be this user's, still
             // being claimed by another of their requests: let open tell.
             0 if self.store.increment(&keys::open_marker(id, user), 0)? > 0 => Ok(0),
@@ -139,12 +119,18 @@ impl<S: Store> Service<'_, S> {
         }
     }
 
-    pub(super) fn cursor_open(&mut self, id: &PacketId, packet: &Terms, user: &str) -> Result<Taken, Error> {
+    pub(super) fn cursor_open(
+        &mut self,
+        id: &PacketId,
+        packet: &PacketFacts,
+        status: Status,
+        user: &str,
+    ) -> Result<Taken, Error> {
         let marker = keys::open_marker(id, user);
         if self.store.increment(&marker, 1)? > 1 {
-            return self.replay(id, packet, user);
+            return self.replay(id, packet, status, user);
         }
-        let k = match self.take_share(id, packet, user) {
+        let k = match self.take_share(id, packet, status, user) {
             Ok(k) => k,
             Err(e) => {
                 // This attempt ends having mapped nothing it could claim (a
@@ -162,8 +148,8 @@ impl<S: Store> Service<'_, S> {
 
     /// A first attempt's share number, mapped to the user before anything
     /// claims it; `exhausted` (remembered for the user) when none is left.
-    fn take_share(&mut self, id: &PacketId, packet: &Terms, user: &str) -> Result<u32, Error> {
-        check_open(packet, self.env.now)?;
+    fn take_share(&mut self, id: &PacketId, packet: &PacketFacts, status: Status, user: &str) -> Result<u32, Error> {
+        state::check_live(status, Some(packet.expires_at), self.env.now)?;
         let k = self.store.increment(&keys::cursor(id), 1)?;
         if k > i64::from(packet.count) {
             // Remembered, so this user's retries answer the same.
@@ -177,18 +163,18 @@ impl<S: Store> Service<'_, S> {
     }
 
     /// A second open by the same user: answer the claim if there is one.
-    fn replay(&mut self, id: &PacketId, packet: &Terms, user: &str) -> Result<Taken, Error> {
+    fn replay(&mut self, id: &PacketId, packet: &PacketFacts, status: Status, user: &str) -> Result<Taken, Error> {
         let taken =
             |claim, remaining_count| Taken { claim, remaining_count, sender: packet.sender.clone(), fresh: false };
         match self.mapped(id, user)? {
-            Some(Mapped::Claimed(claim)) => return Ok(taken(claim, self.untaken(id, packet)?)),
+            Some(Mapped::Claimed(claim)) => return Ok(taken(claim, self.untaken(id, packet.count)?)),
             Some(Mapped::Exhausted) => return Err(Error::Exhausted),
             Some(Mapped::Unclaimed(k)) => {
                 // The first attempt took share k and stopped before its claim
                 // (or is still claiming it: the CAS lets one of us write).
-                check_open(packet, self.env.now)?;
+                state::check_live(status, Some(packet.expires_at), self.env.now)?;
                 let (claim, fresh) = self.claim_share(id, k, user)?;
-                return Ok(Taken { fresh, ..taken(claim, self.untaken(id, packet)?) });
+                return Ok(Taken { fresh, ..taken(claim, self.untaken(id, packet.count)?) });
             }
             None => {}
         }
@@ -197,9 +183,9 @@ impl<S: Store> Service<'_, S> {
         let shares = self.shares(id, packet.count)?;
         if let Some(claim) = shares.iter().filter_map(Share::claim).find(|c| c.user == user) {
             self.store.set(&keys::share_of(id, user), claim.seq.to_string().as_bytes())?;
-            return Ok(taken(claim, self.untaken(id, packet)?));
+            return Ok(taken(claim, self.untaken(id, packet.count)?));
         }
-        check_open(packet, self.env.now)?;
+        state::check_live(status, Some(packet.expires_at), self.env.now)?;
         if shares.iter().all(|s| s.state != ShareState::Free) {
             // A sealed share was never claimed: the packet expired. (The
             // ticket's facts cannot say so when the clock here lags the sweep's.)
@@ -253,14 +239,4 @@ enum Mapped {
     Claimed(Claim),
     /// Share k was handed to them; the claim is not written (yet).
     Unclaimed(u32),
-}
-
-/// The status checks shared by grab and open.
-fn check_open(p: &Terms, now: Timestamp) -> Result<(), Error> {
-    match p.status {
-        Status::AwaitingPayment => Err(Error::NotSent),
-        Status::Expired | Status::Refunded => Err(Error::Expired),
-        _ if now.has_reached(p.expires_at) => Err(Error::Expired),
-        _ => Ok(()),
-    }
 }

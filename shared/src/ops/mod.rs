@@ -18,7 +18,7 @@ use crate::env::Env;
 use crate::error::Error;
 use crate::id::PacketId;
 use crate::keys;
-use crate::record::Packet;
+use crate::record::{Claim, Packet};
 use crate::store::{Store, lists};
 
 /// The operations, bound to one store, one configuration and one request's
@@ -49,4 +49,18 @@ impl<'a, S: Store> Service<'a, S> {
         lists::append_once(self.store, &keys::sent(&p.sender, id.day()), &p.id, p.id.as_bytes())?;
         Ok(())
     }
+}
+
+/// A share taken by an open: the claim, the shares left, the sender, and
+/// whether this very request made the claim (a replay did not).
+struct Taken {
+    claim: Claim,
+    remaining_count: u32,
+    sender: String,
+    fresh: bool,
+}
+
+/// The packet record in a CAS round, or `not_found`.
+fn decode_existing(current: Option<&[u8]>) -> Result<Packet, Error> {
+    Packet::decode(current.ok_or(Error::NotFound)?).map_err(Error::Internal)
 }

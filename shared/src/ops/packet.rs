@@ -1,14 +1,13 @@
 //! wrap (包), pay (发), grab (抢), open (拆) and query (查).
 
-use super::Service;
-use super::cursor::Terms;
+use super::{Service, Taken, decode_existing};
 use crate::api::{PaymentRequest, WrapRequest};
 use crate::auth;
 use crate::config::OpenStrategy;
 use crate::error::Error;
 use crate::id::PacketId;
 use crate::keys;
-use crate::record::{Claim, ClaimView, Packet, PacketView, ReceivedItem, Strategy, WrapRecord};
+use crate::record::{ClaimView, PacketView, ReceivedItem, Status, Strategy, WrapRecord};
 use crate::state::{self, Opened, Paid};
 use crate::store::{Step, Store, lists, update};
 use serde::Serialize;
@@ -209,7 +208,7 @@ impl<S: Store> Service<'_, S> {
         let packet = self.load(id)?;
         let remaining_count = match packet.strategy {
             Strategy::Cas => state::grab(&packet, user, self.env.now)?,
-            Strategy::Cursor => self.cursor_grab(id, &Terms::of(&packet), user)?,
+            Strategy::Cursor => self.cursor_grab(id, &packet.facts().ok_or(Error::NotSent)?, packet.status, user)?,
         };
         let expires = self.env.now.plus_seconds(auth::TICKET_TTL_SECONDS);
         Ok(GrabView {
@@ -240,14 +239,17 @@ impl<S: Store> Service<'_, S> {
         // reads the record inside its CAS loop (and hands a cursor packet
         // over); otherwise it reads the record first to learn the strategy.
         let taken = match facts {
-            Some(facts) if facts.strategy == Strategy::Cursor => {
-                self.cursor_open(id, &Terms::from_facts(facts), user)?
-            }
+            // A ticket is only issued for a paid packet, and after payment the
+            // record's status changes only to exhausted (which the cursor
+            // shows anyway) or, once past `expires_at`, to expired and refunded.
+            Some(facts) if facts.strategy == Strategy::Cursor => self.cursor_open(id, &facts, Status::Active, user)?,
             Some(_) => self.cas_open(id, user)?,
             None if self.config.open_strategy != OpenStrategy::Fixed(Strategy::Cas) => {
                 let packet = self.load(id)?;
                 match packet.strategy {
-                    Strategy::Cursor => self.cursor_open(id, &Terms::of(&packet), user)?,
+                    Strategy::Cursor => {
+                        self.cursor_open(id, &packet.facts().ok_or(Error::NotSent)?, packet.status, user)?
+                    }
                     Strategy::Cas => self.cas_open(id, user)?,
                 }
             }
@@ -295,7 +297,7 @@ impl<S: Store> Service<'_, S> {
             // A cursor-strategy packet (wrapped under another configuration).
             None => {
                 let packet = self.load(id)?;
-                self.cursor_open(id, &Terms::of(&packet), user)
+                self.cursor_open(id, &packet.facts().ok_or(Error::NotSent)?, packet.status, user)
             }
         }
     }
@@ -332,18 +334,4 @@ fn payment_code(id: &PacketId) -> i64 {
     let digest = sha2::Sha256::digest(id.as_str().as_bytes());
     let low = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes")) & ((1 << 39) - 1);
     (low | 1 << 39) as i64
-}
-
-/// A share taken by an open: the claim, the shares left, the sender, and
-/// whether this very request made the claim (a replay did not).
-pub(super) struct Taken {
-    pub claim: Claim,
-    pub remaining_count: u32,
-    pub sender: String,
-    pub fresh: bool,
-}
-
-/// The packet record in a CAS round, or `not_found`.
-pub(super) fn decode_existing(current: Option<&[u8]>) -> Result<Packet, Error> {
-    Packet::decode(current.ok_or(Error::NotFound)?).map_err(Error::Internal)
 }

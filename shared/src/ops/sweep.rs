@@ -3,8 +3,7 @@
 //! day-tables; everything they do is idempotent, so they are safe to run
 //! concurrently, repeatedly, and after a crash at any point.
 
-use super::Service;
-use super::packet::decode_existing;
+use super::{Service, decode_existing};
 use crate::config::MAX_TTL_SECONDS;
 use crate::error::Error;
 use crate::id::{PacketId, SETS};
@@ -12,7 +11,7 @@ use crate::keys;
 use crate::money::Fen;
 use crate::record::{Packet, ReceivedItem, Status, Strategy, WalletEntry};
 use crate::state::{self, Swept};
-use crate::store::{Step, Store, lists, update};
+use crate::store::{Step, Store, get_all, lists, update};
 use crate::time::{Day, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -157,10 +156,7 @@ impl<S: Store> Service<'_, S> {
             .flat_map(|day| (0..SETS).map(move |set| (set, day)))
             .collect();
         let marks: Vec<String> = tables.iter().map(|&(set, day)| keys::day_index_cleaned(set, day)).collect();
-        let mut cleaned = Vec::with_capacity(marks.len());
-        for chunk in marks.chunks(256) {
-            cleaned.extend(self.store.get_many(chunk)?);
-        }
+        let cleaned = get_all(self.store, &marks)?;
         for ((&(set, day), mark), cleaned) in tables.iter().zip(&marks).zip(cleaned) {
             if cleaned.is_some() {
                 continue;
@@ -304,10 +300,7 @@ impl<S: Store> Service<'_, S> {
         let tables: Vec<(u32, Day)> =
             (0..HOT_DAYS).flat_map(|back| (0..SETS).map(move |set| (set, today.minus_days(back)))).collect();
         let hint_keys: Vec<String> = tables.iter().map(|&(set, day)| keys::paid_index_low(set, day)).collect();
-        let mut hints = Vec::with_capacity(tables.len());
-        for chunk in hint_keys.chunks(256) {
-            hints.extend(self.store.get_many(chunk)?);
-        }
+        let hints = get_all(self.store, &hint_keys)?;
         for ((&(set, day), hint_key), hint) in tables.iter().zip(&hint_keys).zip(hints) {
             let hint: IndexHint = hint.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
             if hint.closed {
@@ -392,7 +385,7 @@ impl<S: Store> Service<'_, S> {
         }
         let markers: Vec<String> =
             expected.iter().map(|(owner, e, _)| keys::wallet(owner, e.at.day()).marker(&e.name())).collect();
-        let found = self.store.get_many(&markers)?;
+        let found = get_all(self.store, &markers)?;
         let mut credited = Fen::ZERO;
         for ((_, entry, recorded_as_settled), found) in expected.iter().zip(found) {
             match found.and_then(|b| serde_json::from_slice::<WalletEntry>(&b).ok()) {

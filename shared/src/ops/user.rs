@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::id::PacketId;
 use crate::keys;
 use crate::record::{EntryKind, Packet, ReceivedItem, WalletEntry};
-use crate::store::{Store, lists};
+use crate::store::{Store, get_all, lists};
 use crate::time::Day;
 use serde::Serialize;
 use std::collections::HashSet;
@@ -67,12 +67,11 @@ impl<S: Store> Service<'_, S> {
             .filter_map(|id| PacketId::parse(&id))
             .collect();
         let keys: Vec<String> = ids.iter().map(keys::packet).collect();
-        let mut packets: Vec<Packet> = Vec::with_capacity(ids.len());
-        for chunk in keys.chunks(256) {
-            for bytes in self.store.get_many(chunk)?.into_iter().flatten() {
-                packets.push(Packet::decode(&bytes).map_err(Error::Internal)?);
-            }
-        }
+        let mut packets: Vec<Packet> = get_all(self.store, &keys)?
+            .into_iter()
+            .flatten()
+            .map(|bytes| Packet::decode(&bytes).map_err(Error::Internal))
+            .collect::<Result<_, _>>()?;
         packets.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
         Ok(SentView {
             day: day.to_string(),

@@ -9,7 +9,7 @@
 //! readers drop such duplicates by name. So a list converges to "every item
 //! exactly once" whatever the interleaving of appenders and crashes.
 
-use super::{Store, StoreError};
+use super::{GET_MANY_CHUNK, Store, StoreError};
 use crate::keys::List;
 
 /// Appends unconditionally (for items that are unique by construction).
@@ -41,8 +41,6 @@ pub fn append_new<S: Store + ?Sized>(store: &S, list: &List, name: &str, item: &
     store.set(&list.marker(name), item)
 }
 
-const READ_CHUNK: i64 = 256;
-
 /// Items of a list, each with its slot number.
 pub type Slots = Vec<(i64, Vec<u8>)>;
 
@@ -54,7 +52,7 @@ pub fn read_from<S: Store + ?Sized>(store: &S, list: &List, from: i64) -> Result
     let mut items = Vec::new();
     let mut start = from.max(1);
     while start <= len {
-        let end = (start + READ_CHUNK - 1).min(len);
+        let end = (start + GET_MANY_CHUNK as i64 - 1).min(len);
         let keys: Vec<String> = (start..=end).map(|k| list.slot(k)).collect();
         for (k, value) in (start..=end).zip(store.get_many(&keys)?) {
             if let Some(v) = value {

@@ -12,6 +12,12 @@
 //! where they are weaker: a swap whose `current()` found nothing is a blind
 //! upsert, and other swaps compare values. Tests run the operations against
 //! both to show they never rely on the stronger guarantee.
+//!
+//! Why the host (`tests/host/src/kv`) has its own strict map rather than this
+//! one: it serves `wasi:keyvalue` to components (stores by label, a journal
+//! under the map, durability tickets a response waits for, Spin's failure
+//! modes on demand), none of which belongs in the domain crate; this one is
+//! a plain `Store` with call counting for native tests and the simulator.
 
 use super::{Store, StoreError, SwapError};
 use std::cell::RefCell;

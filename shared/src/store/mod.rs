@@ -13,8 +13,10 @@
 //!   looks for its own effect.
 //! * Counters are read with `increment(key, 0)`, never `get`.
 
+#[cfg(any(test, feature = "testing"))]
 pub mod faulty;
 pub mod lists;
+#[cfg(any(test, feature = "testing"))]
 pub mod memory;
 
 use crate::env::{Env, MAX_CAS_ATTEMPTS};
@@ -30,6 +32,13 @@ pub enum SwapError {
     /// The value changed since `current()` (or the store says so).
     CasFailed,
     Store(StoreError),
+}
+
+/// A failed store call answers 503 `unavailable` (its effect unknown).
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Unavailable(e.0)
+    }
 }
 
 impl From<StoreError> for SwapError {
@@ -58,6 +67,19 @@ pub trait Store {
     fn current(&self, cas: &Self::Cas) -> Result<Option<Vec<u8>>, StoreError>;
     /// `atomics.swap`: writes `value` if the key is unchanged since `current`.
     fn swap(&self, cas: Self::Cas, value: &[u8]) -> Result<(), SwapError>;
+}
+
+/// Keys per `get_many` call: a bound on one call's request and answer
+/// (thousands of keys in one batch make one huge host call and allocation).
+pub const GET_MANY_CHUNK: usize = 256;
+
+/// Values of any number of keys, in order, read `GET_MANY_CHUNK` at a time.
+pub fn get_all<S: Store + ?Sized>(store: &S, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+    let mut values = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(GET_MANY_CHUNK) {
+        values.extend(store.get_many(chunk)?);
+    }
+    Ok(values)
 }
 
 /// What one round of a compare-and-set loop decided.

@@ -5,7 +5,7 @@
 use hongbao::alloc::{Kind, SplitMix64};
 use hongbao::api::{PaymentRequest, WrapRequest};
 use hongbao::ops::OpenView;
-use hongbao::record::{Packet, Terms};
+use hongbao::record::{Packet, WrapTerms};
 use hongbao::store::memory::MemoryStore;
 use hongbao::{Config, Env, Error, Fen, PacketId, Service, Store, Timestamp, keys};
 
@@ -47,8 +47,8 @@ pub fn svc<'a, S: Store>(store: &'a S, config: &'a Config, now: Timestamp) -> Se
     Service::new(store, config, env(now, seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
 }
 
-pub fn terms(kind: Kind, total: u64, count: u32) -> Terms {
-    Terms { kind, total_fen: Fen(total), count, greeting: Some("恭喜发财".into()), group_id: Some("g1".into()) }
+pub fn terms(kind: Kind, total: u64, count: u32) -> WrapTerms {
+    WrapTerms { kind, total_fen: Fen(total), count, greeting: Some("恭喜发财".into()), group_id: Some("g1".into()) }
 }
 
 pub fn wrap_request(rid: &str, kind: Kind, total: u64, count: u32) -> WrapRequest {
