@@ -1,0 +1,238 @@
+//! Every status code and error code of the contract (`api.md` v1.1, and
+//! `openapi.yaml`), each produced by a real request through
+//! `hongbao::http::serve` over the strict in-memory store: a change of the
+//! contract's answers fails here, natively, without building a component.
+
+mod common;
+
+use common::*;
+use hongbao::http::{self, Endpoint, Request, Response};
+use hongbao::store::faulty::{Faults, FaultyStore};
+use hongbao::store::memory::MemoryStore;
+use hongbao::{Config, Error, Store, Timestamp};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const ALL: u32 = http::endpoints(&Endpoint::ALL);
+
+/// Every (status, code) the contract can answer; `None` for a success.
+const CONTRACT: &[(u16, Option<&str>)] = &[
+    (200, None),
+    (201, None),
+    (400, Some("invalid_json")),
+    (401, Some("unauthorized")),
+    (401, Some("bad_signature")),
+    (403, Some("invalid_ticket")),
+    (404, Some("not_found")),
+    (405, Some("method_not_allowed")),
+    (409, Some("idempotency_conflict")),
+    (409, Some("already_paid")),
+    (409, Some("payment_reused")),
+    (409, Some("too_many_unpaid")),
+    (409, Some("not_sent")),
+    (409, Some("already_claimed")),
+    (410, Some("expired")),
+    (410, Some("exhausted")),
+    (413, Some("payload_too_large")),
+    (422, Some("invalid_argument")),
+    (422, Some("amount_mismatch")),
+    (429, Some("busy")),
+    (500, Some("internal")),
+    (503, Some("unavailable")),
+];
+
+/// One request to the whole HTTP surface.
+struct Call<'a> {
+    method: &'a str,
+    path: String,
+    query: Option<&'a str>,
+    authorization: Option<String>,
+    signature: Option<String>,
+    body: Vec<u8>,
+    now: Timestamp,
+}
+
+impl<'a> Call<'a> {
+    fn new(method: &'a str, path: impl Into<String>) -> Call<'a> {
+        Call { method, path: path.into(), query: None, authorization: None, signature: None, body: vec![], now: T0 }
+    }
+
+    fn user(mut self, user: &str) -> Self {
+        let token = hongbao::auth::sign_user_token("test-auth-secret", user, self.now.plus_seconds(3600));
+        self.authorization = Some(format!("Bearer {token}"));
+        self
+    }
+
+    fn body(mut self, body: Value) -> Self {
+        self.body = body.to_string().into_bytes();
+        self
+    }
+
+    /// The payment system's signed callback paying `id`.
+    fn payment(id: &str, payment_id: &str, amount: u64) -> Call<'a> {
+        let body = json!({"packet_id": id, "payment_id": payment_id, "amount_fen": amount, "status": "success"});
+        let mut call = Call::new("POST", format!("/v1/packets/{id}/payment")).body(body);
+        call.signature = Some(hongbao::auth::sign_payment("test-payment-secret", &call.body));
+        call
+    }
+
+    fn at(mut self, now: Timestamp) -> Self {
+        self.now = now;
+        self
+    }
+
+    fn send<S: Store>(&self, store: &S, config: Result<&Config, Error>) -> Response {
+        let header = |name: &str| match name {
+            "authorization" => self.authorization.clone(),
+            "x-payment-signature" => self.signature.clone(),
+            _ => None,
+        };
+        let req =
+            Request { method: self.method, path: &self.path, query: self.query, header: &header, body: &self.body };
+        // A fresh random stream per request, as each component instance has.
+        static SEED: AtomicU64 = AtomicU64::new(1);
+        http::serve::<ALL, S>(store, config, env(self.now, SEED.fetch_add(1, Ordering::Relaxed)), &req)
+    }
+}
+
+/// What the suite has seen: each (status, code) with the case that produced it.
+#[derive(Default)]
+struct Seen(BTreeSet<(u16, Option<String>)>);
+
+impl Seen {
+    /// Asserts the answer is `status` (with `code` for an error) in the
+    /// contract's envelope, and returns its JSON body.
+    fn expect(&mut self, case: &str, response: Response, status: u16, code: Option<&str>) -> Value {
+        let body: Value = serde_json::from_slice(&response.body)
+            .unwrap_or_else(|_| panic!("{case}: body is not JSON: {}", String::from_utf8_lossy(&response.body)));
+        let got = body["error"]["code"].as_str().map(str::to_owned);
+        assert_eq!((response.status, got.as_deref()), (status, code), "{case}: {body}");
+        if code.is_some() {
+            assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{case}: a message");
+        }
+        let retry_after = response.headers.iter().find(|(name, _)| *name == "retry-after");
+        assert_eq!(retry_after.is_some(), matches!(status, 429 | 503), "{case}: Retry-After only on 429 and 503");
+        self.0.insert((status, got));
+        body
+    }
+}
+
+fn wrap_body(request_id: &str, total: u64, count: u32) -> Value {
+    json!({"request_id": request_id, "kind": "lucky", "total_fen": total, "count": count})
+}
+
+/// Wraps and pays a packet through HTTP; returns its id.
+fn paid(seen: &mut Seen, store: &MemoryStore, config: &Config, request_id: &str, total: u64, count: u32) -> String {
+    let wrapped = Call::new("POST", "/v1/packets").user("sender").body(wrap_body(request_id, total, count));
+    let id = seen.expect("wrap", wrapped.send(store, Ok(config)), 201, None)["id"].as_str().unwrap().to_owned();
+    let paid = Call::payment(&id, &format!("pay-{request_id}"), total).send(store, Ok(config));
+    seen.expect("pay", paid, 200, None);
+    id
+}
+
+fn grab(store: &MemoryStore, config: &Config, id: &str, user: &str) -> Response {
+    Call::new("POST", format!("/v1/packets/{id}/grab")).user(user).send(store, Ok(config))
+}
+
+fn open(store: &MemoryStore, config: &Config, id: &str, user: &str, ticket: &str) -> Response {
+    Call::new("POST", format!("/v1/packets/{id}/open"))
+        .user(user)
+        .body(json!({"ticket": ticket}))
+        .send(store, Ok(config))
+}
+
+#[test]
+fn every_answer_of_the_contract_comes_from_serve() {
+    for config in [config(), cursor_config()] {
+        every_answer_with(&config);
+    }
+}
+
+fn every_answer_with(config: &Config) {
+    let store = memory();
+    let mut seen = Seen::default();
+
+    // Wrap: bad JSON, no token, bad terms, too large, a conflicting replay.
+    let wrap = |body: Vec<u8>| Call { body, ..Call::new("POST", "/v1/packets").user("sender") };
+    seen.expect("not JSON", wrap(b"{not json".to_vec()).send(&store, Ok(config)), 400, Some("invalid_json"));
+    let anonymous = Call::new("POST", "/v1/packets").body(wrap_body("r0", 100, 2));
+    seen.expect("no token", anonymous.send(&store, Ok(config)), 401, Some("unauthorized"));
+    let zero = wrap(wrap_body("r0", 100, 0).to_string().into_bytes());
+    seen.expect("count 0", zero.send(&store, Ok(config)), 422, Some("invalid_argument"));
+    seen.expect("65 KiB", wrap(vec![b' '; 65 * 1024]).send(&store, Ok(config)), 413, Some("payload_too_large"));
+    let id = paid(&mut seen, &store, config, "r1", 1_000, 2);
+    let replay = wrap(wrap_body("r1", 1_000, 3).to_string().into_bytes());
+    seen.expect("same request_id, other terms", replay.send(&store, Ok(config)), 409, Some("idempotency_conflict"));
+
+    // Routing.
+    seen.expect("no route", Call::new("GET", "/v1/nothing").send(&store, Ok(config)), 404, Some("not_found"));
+    let unknown = Call::new("GET", "/v1/packets/h00000000000000000000000000").user("sender");
+    seen.expect("unknown packet", unknown.send(&store, Ok(config)), 404, Some("not_found"));
+    let wrong_method = Call::new("GET", format!("/v1/packets/{id}/grab")).user("a");
+    seen.expect("GET on grab", wrong_method.send(&store, Ok(config)), 405, Some("method_not_allowed"));
+
+    // Payment: bad signature, another payment for a paid packet, a payment id
+    // reused for another packet, a wrong amount.
+    let mut forged = Call::payment(&id, "pay-r1", 1_000);
+    forged.signature = Some(hongbao::auth::sign_payment("not-the-secret", &forged.body));
+    seen.expect("forged callback", forged.send(&store, Ok(config)), 401, Some("bad_signature"));
+    seen.expect(
+        "second payment",
+        Call::payment(&id, "pay-x", 1_000).send(&store, Ok(config)),
+        409,
+        Some("already_paid"),
+    );
+    let unpaid = Call::new("POST", "/v1/packets").user("sender").body(wrap_body("r2", 500, 5));
+    let unpaid = seen.expect("wrap", unpaid.send(&store, Ok(config)), 201, None)["id"].as_str().unwrap().to_owned();
+    let reused = Call::payment(&unpaid, "pay-r1", 500).send(&store, Ok(config));
+    seen.expect("payment id of another packet", reused, 409, Some("payment_reused"));
+    let short = Call::payment(&unpaid, "pay-r2", 499).send(&store, Ok(config));
+    seen.expect("wrong amount", short, 422, Some("amount_mismatch"));
+    seen.expect("grab unpaid", grab(&store, config, &unpaid, "a"), 409, Some("not_sent"));
+
+    // Grab and open: a claim, a second claim, a forged ticket, exhaustion.
+    let ticket = seen.expect("grab", grab(&store, config, &id, "a"), 200, None)["ticket"].as_str().unwrap().to_owned();
+    seen.expect("open", open(&store, config, &id, "a", &ticket), 200, None);
+    seen.expect("grab again", grab(&store, config, &id, "a"), 409, Some("already_claimed"));
+    seen.expect("open again", open(&store, config, &id, "a", &ticket), 200, None);
+    seen.expect("someone else's ticket", open(&store, config, &id, "b", &ticket), 403, Some("invalid_ticket"));
+    let ticket = seen.expect("grab", grab(&store, config, &id, "b"), 200, None)["ticket"].as_str().unwrap().to_owned();
+    seen.expect("open", open(&store, config, &id, "b", &ticket), 200, None);
+    seen.expect("grab empty", grab(&store, config, &id, "c"), 410, Some("exhausted"));
+    seen.expect("query", Call::new("GET", format!("/v1/packets/{id}")).user("a").send(&store, Ok(config)), 200, None);
+
+    // Expiry, by the clock.
+    let late = paid(&mut seen, &store, config, "r3", 300, 3);
+    let after = T0.plus_seconds(config.packet_ttl_seconds);
+    let expired = Call::new("POST", format!("/v1/packets/{late}/grab")).at(after).user("a").send(&store, Ok(config));
+    seen.expect("grab after expiry", expired, 410, Some("expired"));
+
+    // Too many unpaid packets of today.
+    let mut strict = config.clone();
+    strict.max_unpaid_per_user = 1;
+    let first = Call::new("POST", "/v1/packets").user("hoarder").body(wrap_body("h1", 100, 1));
+    seen.expect("first unpaid", first.send(&store, Ok(&strict)), 201, None);
+    let second = Call::new("POST", "/v1/packets").user("hoarder").body(wrap_body("h2", 100, 1));
+    seen.expect("second unpaid", second.send(&store, Ok(&strict)), 409, Some("too_many_unpaid"));
+
+    // Load shed before the store: one admission per second.
+    let hot = paid(&mut seen, &store, config, "r4", 1_000, 10);
+    let mut shed = config.clone();
+    shed.admission_limit = 1;
+    seen.expect("first grab", grab(&store, &shed, &hot, "a"), 200, None);
+    seen.expect("second grab, same second", grab(&store, &shed, &hot, "b"), 429, Some("busy"));
+
+    // A deployment error, and a store that fails.
+    let missing = Call::new("GET", format!("/v1/packets/{id}")).user("a");
+    let unconfigured = Config::load(|_| None);
+    let answer = missing.send(&store, unconfigured.as_ref().map_err(Error::clone));
+    seen.expect("no auth_secret given", answer, 500, Some("internal"));
+    let broken = FaultyStore::new(MemoryStore::new(), Faults { crash_at: Some(1), ..Faults::default() });
+    let down = Call::new("GET", format!("/v1/packets/{id}")).user("a").send(&broken, Ok(config));
+    seen.expect("store down", down, 503, Some("unavailable"));
+
+    let want: BTreeSet<(u16, Option<String>)> =
+        CONTRACT.iter().map(|(status, code)| (*status, code.map(str::to_owned))).collect();
+    assert_eq!(seen.0, want, "the answers seen are exactly the contract's");
+}
