@@ -1,5 +1,5 @@
 //! The one place where hongbao meets Spin. A component is one line,
-//! `hongbao_spin::component!(Endpoint::Grab);`, which exports the WASI 0.3
+//! `hongbao_spin::component!(Grab);`, which exports the WASI 0.3
 //! HTTP handler (`wasi:http/handler@0.3.0-rc-2026-03-15`) and serves the
 //! endpoints named. This crate turns the WASI request into a
 //! `hongbao::http::Request`, opens the key-value store as a `hongbao::Store`,

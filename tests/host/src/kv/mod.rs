@@ -5,16 +5,21 @@
 //! value, so it is strict: any write in between fails the swap, and a swap
 //! from "absent" fails if the key appeared meanwhile. That is stricter than
 //! Spin's SQLite store (value comparison, blind upsert from absent) and than
-//! its Redis store (which reports failure on every swap).
+//! its Redis store (which reports failure on every swap). It is not
+//! `hongbao::store::memory` (a test-only `Store` of the domain crate): this
+//! one serves `wasi:keyvalue` by store label, with the journal and durability
+//! tickets below, which the domain crate has no business knowing.
 //!
 //! Durability is optional and layered under the map: with a journal
 //! (`sqlite::Journal`), every mutation is queued in sequence order while the
 //! map is locked, and a writer thread commits whatever is queued in one
 //! SQLite transaction (group commit: one fsync for every request waiting).
-//! An operation answers with a `Ticket`; the host function awaits it before
-//! returning to the guest, so nothing a component was told is stored can be
-//! lost on kill -9. Reads wait too, for the entries they return, so no
-//! request acts on (or shows a client) a write that could still vanish.
+//! An operation answers with a `Ticket` at once (host functions never wait
+//! for the disk); the request remembers the highest ticket it wrote or read,
+//! and the server awaits that one after the component has answered and
+//! before the response leaves (`kv::wasi`), so nothing a client was told is
+//! stored can be lost on kill -9, and no client sees a value read from a
+//! write that could still vanish.
 //!
 //! Counters (written by `increment`) and values (written by `set`/`swap`) are
 //! kept apart while the process runs: `get` of a counter and `increment` of a
