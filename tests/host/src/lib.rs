@@ -18,6 +18,7 @@ pub mod bench;
 pub mod build;
 pub mod chart;
 pub mod client;
+pub mod clock;
 pub mod external;
 pub mod kv;
 pub mod manifest;

@@ -102,6 +102,11 @@ struct UpArgs {
     /// store: every swap reports cas-failed, written or not; batch reads fail).
     #[arg(long, value_name = "BACKEND", value_parser = ["spin-redis"])]
     kv_compat: Option<String>,
+    /// For tests and development only: the components' wall clock reads Unix seconds
+    /// (e.g. `1767225600`) from PATH on every call, so writing the file moves their time.
+    /// `--tick`'s interval stays real; what is due is decided by the components, on this clock.
+    #[arg(long, value_name = "PATH")]
+    clock_file: Option<PathBuf>,
 }
 
 #[global_allocator]
@@ -183,6 +188,7 @@ async fn up(manifest: PathBuf, args: UpArgs) -> Result<()> {
         idle_instance_timeout: Duration::from_secs_f64(args.idle_instance_timeout),
         request_timeout: None,
         max_running_requests: args.max_running_requests,
+        wall_clock: args.clock_file.as_deref().map(hongbao_host::clock::FileClock::open).transpose()?,
     };
     let app = App::load_with(&manifest, store, options, |k| std::env::var(k).ok())?;
     let faults = match &args.faults {

@@ -103,6 +103,8 @@ pub struct ServeOptions {
     /// burst of N clients otherwise needs N instances at once (one request
     /// per instance), and creating them costs more than serving the burst.
     pub max_running_requests: usize,
+    /// The components' wall clock, for tests (`--clock-file`); `None`: the real one.
+    pub wall_clock: Option<crate::clock::FileClock>,
 }
 
 impl Default for ServeOptions {
@@ -113,6 +115,7 @@ impl Default for ServeOptions {
             idle_instance_timeout: Duration::from_secs(1),
             request_timeout: None,
             max_running_requests: DEFAULT_MAX_RUNNING_REQUESTS,
+            wall_clock: None,
         }
     }
 }
@@ -190,9 +193,14 @@ impl HandlerState for ComponentState {
 
     fn new_store(&self, _req_id: Option<u64>) -> wasmtime::Result<StoreBundle<HostState>> {
         INSTANCES_CREATED.fetch_add(1, Ordering::Relaxed);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.inherit_stdout().inherit_stderr();
+        if let Some(clock) = &self.options.wall_clock {
+            wasi.wall_clock(clock.clone());
+        }
         let state = HostState {
             table: ResourceTable::new(),
-            wasi: WasiCtxBuilder::new().inherit_stdout().inherit_stderr().build(),
+            wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             hooks: DenyOutbound,
             kv: Arc::clone(&self.kv),

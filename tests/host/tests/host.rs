@@ -312,3 +312,48 @@ async fn a_stalled_request_does_not_block_its_instance() {
     let answer = String::from_utf8_lossy(&answer[..n]);
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
 }
+
+/// `--clock-file`: components read the time from the file, and writing it
+/// moves the time of a running host (seen through the times the app records).
+#[tokio::test(flavor = "multi_thread")]
+async fn components_read_the_time_from_the_clock_file() {
+    let clock = Clock::new();
+    let host = HostProcess::start(&HostSpec::app().var("packet_ttl_seconds", "600").clock(&clock));
+    let mut api = Api::new(host.addr);
+    let at = |seconds: i64| json!(hongbao::Timestamp(seconds).to_rfc3339());
+    let wrapped =
+        api.wrap("alice", json!({"request_id": "clock", "kind": "lucky", "total_fen": 100, "count": 2})).await;
+    assert_eq!(wrapped.status, 201);
+    let id = wrapped.json()["id"].as_str().unwrap().to_owned();
+    let wrapped_at = clock.now();
+    assert_eq!(api.query(&id, "alice").await.json()["created_at"], at(wrapped_at));
+    clock.advance(100);
+    assert_eq!(api.pay(&id, "pay-clock", 100).await.status, 200);
+    let paid = api.query(&id, "alice").await.json();
+    assert_eq!(paid["created_at"], at(wrapped_at));
+    assert_eq!(paid["paid_at"], at(wrapped_at + 100));
+    assert_eq!(paid["expires_at"], at(wrapped_at + 100 + 600));
+}
+
+#[test]
+fn a_missing_or_garbled_clock_file_stops_the_host_at_start() {
+    let dir = TempDir::new("bad-clock").unwrap();
+    let path = dir.0.join("now");
+    for contents in [None, Some("noon")] {
+        if let Some(contents) = contents {
+            std::fs::write(&path, contents).unwrap();
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hongbao-host"))
+            .arg("-f")
+            .arg(probe_manifest())
+            .args(["up", "--memory", "--listen", "127.0.0.1:0", "--clock-file"])
+            .arg(&path)
+            .env("SPIN_VARIABLE_SECRET", "shh")
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{contents:?}: {stderr}");
+        assert!(stderr.contains("clock file"), "{contents:?}: {stderr}");
+    }
+}

@@ -2,64 +2,95 @@
 //! connection, open one packet of 100 shares at once through the durable
 //! store. Exactly 100 claims, one per user, summing to the total; every
 //! other client ends with 410 exhausted, after honouring 429 + Retry-After.
+//!
+//! The host's logical clock (`--clock-file`) stands still until every
+//! client's first grab is answered: they all fall in one admission window,
+//! so exactly `admission_limit` are admitted and the rest told 429, however
+//! fast the machine is.
 
 mod common;
 
 use common::*;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-const CLIENTS: usize = 520;
+const CLIENTS: usize = 300;
 const SHARES: u32 = 100;
 const TOTAL: u64 = 88_888;
+/// Grabs and opens one window admits: half the clients' first grabs.
+const ADMISSION_LIMIT: usize = 150;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn five_hundred_clients_one_packet_cas() {
-    five_hundred_clients_one_packet("cas").await;
+async fn three_hundred_clients_one_packet_cas() {
+    three_hundred_clients_one_packet("cas").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn five_hundred_clients_one_packet_cursor() {
-    five_hundred_clients_one_packet("cursor").await;
+async fn three_hundred_clients_one_packet_cursor() {
+    three_hundred_clients_one_packet("cursor").await;
 }
 
-async fn five_hundred_clients_one_packet(strategy: &str) {
+async fn three_hundred_clients_one_packet(strategy: &str) {
     let state = TempDir::new(&format!("hot-{strategy}")).unwrap();
-    // A low admission bound so the 429 path is really taken.
-    let spec = HostSpec::app().durable(&state.0).var("admission_limit", "150").var("open_strategy", strategy);
+    let clock = Arc::new(Clock::new());
+    let spec = HostSpec::app()
+        .durable(&state.0)
+        .var("admission_limit", &ADMISSION_LIMIT.to_string())
+        .var("open_strategy", strategy)
+        .clock(&clock);
     let host = HostProcess::start(&spec);
     let mut api = Api::new(host.addr);
     let id = Arc::new(api.paid_packet("sender", "lucky", TOTAL, SHARES).await);
 
-    let start = Arc::new(tokio::sync::Barrier::new(CLIENTS));
+    let first_answered = Arc::new(tokio::sync::Barrier::new(CLIENTS + 1));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|i| {
-            let (id, start, addr) = (Arc::clone(&id), Arc::clone(&start), host.addr);
+            let (id, first_answered, addr) = (Arc::clone(&id), Arc::clone(&first_answered), host.addr);
             tokio::spawn(async move {
                 let mut api = Api::new(addr);
                 let user = format!("u{i:03}");
-                start.wait().await;
-                let (outcome, busy) = grab_and_open(&mut api, &id, &user).await.expect("client finishes");
-                (user, outcome, busy)
+                let first = api.grab(&id, &user).await;
+                first_answered.wait().await;
+                let (outcome, _) = grab_and_open(&mut api, &id, &user).await.expect("client finishes");
+                (user, first, outcome)
             })
         })
         .collect();
+    first_answered.wait().await;
+    // The Retry-After (1 s) has passed for those told 429 once the clock
+    // moves on; from then on it runs at the real pace, so a client that
+    // waits out a Retry-After finds a new window.
+    let ticking = {
+        let clock = Arc::clone(&clock);
+        tokio::spawn(async move {
+            loop {
+                clock.advance(1);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
     let mut results = Vec::new();
     for c in clients {
         results.push(c.await.unwrap());
     }
+    ticking.abort();
 
-    let busy: u32 = results.iter().map(|(_, _, b)| b).sum();
-    assert!(busy > 0, "the admission bound answered 429 to some");
+    let firsts = |status: u16| results.iter().filter(|(_, first, _)| first.status == status).count();
+    assert_eq!(firsts(200), ADMISSION_LIMIT, "one window admits exactly admission_limit first grabs");
+    assert_eq!(firsts(429), CLIENTS - ADMISSION_LIMIT, "and sheds the rest");
+    for (_, first, _) in results.iter().filter(|(_, first, _)| first.status == 429) {
+        assert_eq!(first.header("retry-after"), Some("1"), "told when to come back");
+    }
     let claims: HashMap<&str, &serde_json::Value> = results
         .iter()
-        .filter_map(|(u, o, _)| match o {
+        .filter_map(|(u, _, o)| match o {
             Outcome::Claimed(c) => Some((u.as_str(), c)),
             Outcome::Exhausted => None,
         })
         .collect();
     assert_eq!(claims.len(), SHARES as usize, "exactly one claim per share");
-    assert_eq!(results.iter().filter(|(_, o, _)| *o == Outcome::Exhausted).count(), CLIENTS - SHARES as usize);
+    assert_eq!(results.iter().filter(|(_, _, o)| *o == Outcome::Exhausted).count(), CLIENTS - SHARES as usize);
     let sum: u64 = claims.values().map(|c| c["amount_fen"].as_u64().unwrap()).sum();
     assert_eq!(sum, TOTAL, "shares sum to the total");
     assert!(claims.values().all(|c| c["amount_fen"].as_u64().unwrap() >= 1));
@@ -80,8 +111,7 @@ async fn five_hundred_clients_one_packet(strategy: &str) {
     }
     let settled = api.admin("POST", "/v1/admin/settle").await.json();
     assert_eq!(settled["credited_fen"].as_u64(), Some(TOTAL));
-    let day = hongbao::Timestamp(now()).day();
-    let report = api.admin("GET", &format!("/v1/admin/reconcile?day={day}")).await.json();
+    let report = api.admin("GET", &format!("/v1/admin/reconcile?day={}", clock.day())).await.json();
     assert_eq!(report["mismatches"], serde_json::json!([]));
     assert_eq!(report["credited_fen"].as_u64(), Some(TOTAL));
 }

@@ -1,7 +1,8 @@
 //! The whole life of packets over HTTP: wrap → payment → grab/open by many
-//! users → query → expiry (short TTL) → refund → settle → wallets →
-//! reconcile; the same driven by the host's own `--tick`; and a clean
-//! restart on the durable store in between.
+//! users → query → expiry → refund → settle → wallets → reconcile; the same
+//! driven by the host's own `--tick`; and a clean restart on the durable
+//! store in between. Time is the host's logical clock (`--clock-file`): the
+//! test moves it past the TTL, so nothing depends on how fast this runs.
 
 mod common;
 
@@ -10,9 +11,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::Duration;
 
-fn today() -> String {
-    hongbao::Timestamp(now()).day().to_string()
-}
+const TTL_SECONDS: i64 = 60;
 
 /// Claims for `users` on a packet; returns user → amount.
 async fn open_all(api: &mut Api, id: &str, users: &[String]) -> HashMap<String, u64> {
@@ -31,7 +30,8 @@ async fn open_all(api: &mut Api, id: &str, users: &[String]) -> HashMap<String, 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_packet_lives_its_whole_life() {
     let state = TempDir::new("life").unwrap();
-    let spec = HostSpec::app().durable(&state.0).var("packet_ttl_seconds", "3");
+    let clock = Clock::new();
+    let spec = HostSpec::app().durable(&state.0).var("packet_ttl_seconds", &TTL_SECONDS.to_string()).clock(&clock);
     let mut host = HostProcess::start(&spec);
     let mut api = Api::new(host.addr);
 
@@ -55,7 +55,7 @@ async fn a_packet_lives_its_whole_life() {
     assert_eq!(fixed_view["best_luck"], fixed_view["claims"][0]["user"], "equal shares: lowest seq");
 
     let sent = api.user("sent", "sender").await.json();
-    assert_eq!(sent["day"], today());
+    assert_eq!(sent["day"], clock.day().to_string());
     assert_eq!(sent["items"].as_array().unwrap().len(), 2);
     let received = api.user("received", "user0").await.json();
     assert_eq!(received["items"].as_array().unwrap().len(), 2);
@@ -66,10 +66,11 @@ async fn a_packet_lives_its_whole_life() {
     let mut api = Api::new(host.addr);
     assert_eq!(api.query(&lucky, "user0").await.json()["claims"], view["claims"], "nothing lost on restart");
 
-    // Expiry: nothing before the TTL, the exact remainder after, once.
+    // Expiry: nothing before the TTL, the exact remainder at it, once.
+    clock.advance(TTL_SECONDS - 1);
     let early = api.admin("POST", "/v1/admin/expire").await.json();
-    assert_eq!(early["refunded"], 0);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(early["refunded"], 0, "a second before the TTL");
+    clock.advance(1);
     let late = grab_and_open(&mut api, &lucky, "latecomer").await;
     assert!(late.is_err(), "the packet has expired: {late:?}");
     let swept = api.admin("POST", "/v1/admin/expire").await.json();
@@ -100,7 +101,7 @@ async fn a_packet_lives_its_whole_life() {
     wallets += sender_wallet["balance_fen"].as_u64().unwrap();
     assert_eq!(wallets, 10_600, "every fen ends in exactly one wallet");
 
-    let report = api.admin("GET", &format!("/v1/admin/reconcile?day={}", today())).await.json();
+    let report = api.admin("GET", &format!("/v1/admin/reconcile?day={}", clock.day())).await.json();
     assert_eq!(report["packets"], 2);
     assert_eq!(report["total_fen"], 10_600);
     assert_eq!(report["claimed_fen"].as_u64().unwrap() + report["refunded_fen"].as_u64().unwrap(), 10_600);
@@ -111,23 +112,27 @@ async fn a_packet_lives_its_whole_life() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_tick_refunds_and_credits_by_itself() {
-    let spec = HostSpec::app().var("packet_ttl_seconds", "2").arg("--tick").arg("1");
+    let clock = Clock::new();
+    let spec = HostSpec::app().var("packet_ttl_seconds", &TTL_SECONDS.to_string()).clock(&clock).arg("--tick").arg("1");
     let host = HostProcess::start(&spec);
     let mut api = Api::new(host.addr);
     let id = api.paid_packet("sender", "lucky", 900, 3).await;
     let (claim, _) = grab_and_open(&mut api, &id, "only").await.unwrap();
     let Outcome::Claimed(claim) = claim else { panic!("claimed") };
     let amount = claim["amount_fen"].as_u64().unwrap();
-    // No admin call from here on: the host's ticker expires and settles.
-    let mut refunded = Value::Null;
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    // No admin call from here on: past the TTL, the host's ticker expires and
+    // settles. Its rounds come every real second; waiting for the refund's
+    // credit is the event, bounded only so that a broken ticker fails.
+    clock.advance(TTL_SECONDS);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let refunded = loop {
         let wallet = api.user("wallet", "sender").await.json();
         if wallet["balance_fen"].as_u64().unwrap_or(0) > 0 {
-            refunded = wallet;
-            break;
+            break wallet;
         }
-    }
+        assert!(tokio::time::Instant::now() < deadline, "the ticker never refunded: {wallet}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(refunded["balance_fen"].as_u64(), Some(900 - amount), "refund credited by the ticker");
     assert_eq!(api.user("wallet", "only").await.json()["balance_fen"].as_u64(), Some(amount));
     assert_eq!(api.query(&id, "only").await.json()["status"], "refunded");

@@ -38,6 +38,9 @@ struct Shared {
     commits: AtomicU64,
     /// Frames in the WAL at the last checkpoint (its own report).
     wal_frames: AtomicI64,
+    /// Commits the database file holds by itself: those before the last
+    /// checkpointer round that copied the whole WAL back.
+    copied_back: watch::Sender<u64>,
     /// Set on drop: the checkpointer's last round.
     stop: Mutex<bool>,
     tick: Condvar,
@@ -56,13 +59,22 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(2
 /// keeping up: the writer then checkpoints and rewinds it itself.
 const WAL_LIMIT_FRAMES: i64 = 40_000;
 
-/// `PRAGMA wal_checkpoint(MODE)`, noting the WAL's length it reports. A
-/// failure is logged; the next round tries again.
-fn checkpoint(conn: &Connection, mode: &str, shared: &Shared) {
-    let frames = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get::<_, i64>(1));
+/// `PRAGMA wal_checkpoint(MODE)`, noting the WAL's length it reports.
+/// Whether it copied every frame back. A failure is logged; the next round
+/// tries again.
+fn checkpoint(conn: &Connection, mode: &str, shared: &Shared) -> bool {
+    let frames = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+    });
     match frames {
-        Ok(frames) => shared.wal_frames.store(frames, Ordering::Relaxed),
-        Err(e) => eprintln!("hongbao-host: key-value checkpoint failed (retried): {e}"),
+        Ok((busy, frames, copied)) => {
+            shared.wal_frames.store(frames, Ordering::Relaxed);
+            busy == 0 && copied == frames
+        }
+        Err(e) => {
+            eprintln!("hongbao-host: key-value checkpoint failed (retried): {e}");
+            false
+        }
     }
 }
 
@@ -91,12 +103,14 @@ impl Journal {
         conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(|e| KvError(e.to_string()))?;
         let checkpoints = open(path)?;
         let (durable, _) = watch::channel(1);
+        let (copied_back, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue { pending: Vec::new(), failed: None, closing: false }),
             wake: Condvar::new(),
             durable,
             commits: Default::default(),
             wal_frames: AtomicI64::new(0),
+            copied_back,
             stop: Mutex::new(false),
             tick: Condvar::new(),
         });
@@ -177,6 +191,13 @@ impl Journal {
     pub fn commits(&self) -> u64 {
         self.shared.commits.load(Ordering::Relaxed)
     }
+
+    /// Waits until the database file by itself, without its WAL, holds the
+    /// first `commits` transactions (a checkpointer round copied them back).
+    pub async fn copied_back(&self, commits: u64) {
+        let mut copied = self.shared.copied_back.subscribe();
+        let _ = copied.wait_for(|&copied| copied >= commits).await;
+    }
 }
 
 impl Drop for Journal {
@@ -208,7 +229,9 @@ fn checkpoint_loop(conn: Connection, shared: &Shared) {
         let commits = shared.commits.load(Ordering::Relaxed);
         if commits != seen || stopping {
             seen = commits;
-            checkpoint(&conn, if stopping { "TRUNCATE" } else { "PASSIVE" }, shared);
+            if checkpoint(&conn, if stopping { "TRUNCATE" } else { "PASSIVE" }, shared) {
+                shared.copied_back.send_replace(commits);
+            }
         }
         if stopping {
             return;
@@ -316,7 +339,9 @@ mod tests {
             // is open (300 small commits are far below SQLite's automatic
             // checkpoint, which the writer no longer runs anyway): the
             // database file alone, without its WAL, holds every row.
-            tokio::time::sleep(CHECKPOINT_EVERY * 5).await;
+            let journal = kv.journal.as_ref().unwrap();
+            let copied = journal.copied_back(journal.commits());
+            tokio::time::timeout(std::time::Duration::from_secs(60), copied).await.expect("a checkpoint round ran");
             let alone = path.with_file_name("alone.db");
             std::fs::copy(&path, &alone).unwrap();
             let conn = Connection::open(&alone).unwrap();

@@ -12,6 +12,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -74,6 +75,50 @@ impl HostSpec {
     pub fn arg(mut self, arg: &str) -> HostSpec {
         self.args.push(arg.into());
         self
+    }
+
+    /// The components' wall clock is `clock` (`--clock-file`).
+    pub fn clock(self, clock: &Clock) -> HostSpec {
+        self.arg("--clock-file").arg(clock.path.to_str().unwrap())
+    }
+}
+
+/// A host's logical clock: the file behind `--clock-file`, set and moved by
+/// the test. It starts at noon (UTC) of the day before today: in the past,
+/// so tokens signed for the real time stay valid, and hours from a day's
+/// boundary, so a test's packets share one day.
+pub struct Clock {
+    _dir: TempDir,
+    path: PathBuf,
+    now: AtomicI64,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        let dir = TempDir::new("clock").unwrap();
+        let path = dir.0.join("now");
+        let noon_yesterday = hongbao::Timestamp(now()).day().minus_days(1).start().plus_seconds(12 * 3600).0;
+        let clock = Clock { _dir: dir, path, now: AtomicI64::new(0) };
+        clock.set(noon_yesterday);
+        clock
+    }
+
+    pub fn now(&self) -> i64 {
+        self.now.load(Ordering::SeqCst)
+    }
+
+    /// The UTC day the components are in.
+    pub fn day(&self) -> hongbao::Day {
+        hongbao::Timestamp(self.now()).day()
+    }
+
+    pub fn set(&self, unix_seconds: i64) {
+        hongbao_host::clock::write(&self.path, unix_seconds).unwrap();
+        self.now.store(unix_seconds, Ordering::SeqCst);
+    }
+
+    pub fn advance(&self, seconds: i64) {
+        self.set(self.now() + seconds);
     }
 }
 
