@@ -37,7 +37,7 @@ fn concurrent_wraps_with_one_request_id_make_one_packet() {
                 let (store, config, request, barrier) = (&store, &config, &request, &barrier);
                 scope.spawn(move || {
                     barrier.wait();
-                    let mut s = hongbao::Service::new(store, config, sleeping_env(T0, i));
+                    let mut s = hongbao::Service::new(store, config, env(T0, i));
                     // A loser that arrives between the winner's election and
                     // its record is told to retry (429), as a client would,
                     // for as long as the winner takes (a loaded machine may
