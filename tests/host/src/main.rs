@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use hongbao_host::{App, ServeOptions, StoreChoice, build, client::Client, manifest::Manifest, serve};
+use hongbao_host::{App, Compiled, ServeOptions, StoreChoice, build, client::Client, manifest::Manifest, serve};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,7 +52,7 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         max_instance_concurrent_reuse_count: usize,
         /// Requests running in components at once (`up`'s flag of the same name).
-        #[arg(long, default_value_t = hongbao_host::server::DEFAULT_MAX_RUNNING_REQUESTS)]
+        #[arg(long, default_value_t = hongbao_host::DEFAULT_MAX_RUNNING_REQUESTS)]
         max_running_requests: usize,
         /// Store backends to measure: memory and sqlite on this host, spin-sqlite and
         /// spin-redis on `spin up` (skipped, with a line saying so, without a Spin binary).
@@ -92,7 +92,7 @@ struct UpArgs {
     #[arg(long, default_value_t = 1.0)]
     idle_instance_timeout: f64,
     /// Requests running in components at once; more wait in arrival order (0: no bound).
-    #[arg(long, default_value_t = hongbao_host::server::DEFAULT_MAX_RUNNING_REQUESTS)]
+    #[arg(long, default_value_t = hongbao_host::DEFAULT_MAX_RUNNING_REQUESTS)]
     max_running_requests: usize,
     /// Inject store faults, for testing: `error=P` (a call fails, doing nothing),
     /// `cas_lie=P` (a swap writes but reports cas-failed), comma-separated.
@@ -195,16 +195,16 @@ async fn up(manifest: PathBuf, args: UpArgs) -> Result<()> {
     };
     if let Some(faults) = faults {
         eprintln!("hongbao-host: injecting store faults: {faults:?}");
-        app.kv.inject(faults).map_err(|e| anyhow::anyhow!(e.0))?;
+        app.inject_faults(faults)?;
     }
-    let admin_token = app.variables.get("admin_token").cloned();
-    eprintln!("hongbao-host: {} — store: {}", app.manifest.name, app.store_location);
-    for (id, took, cached) in &app.compile_report {
-        eprintln!("  component {id}: {} in {took:.1?}", if *cached { "loaded from cache" } else { "compiled" });
+    let admin_token = app.variable("admin_token").map(str::to_owned);
+    eprintln!("hongbao-host: {} — store: {}", app.name(), app.store_location());
+    for Compiled { component, took, cached } in app.compile_report() {
+        eprintln!("  component {component}: {} in {took:.1?}", if *cached { "loaded from cache" } else { "compiled" });
     }
     let running = serve(app, args.listen).await?;
     eprintln!("hongbao-host: serving on http://{}", running.addr());
-    for t in &running.app().manifest.triggers {
+    for t in running.app().triggers() {
         eprintln!("  {:<28} -> {}", t.route, t.component);
     }
     // Line-oriented for scripts and tests that wait for readiness.
