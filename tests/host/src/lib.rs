@@ -25,6 +25,6 @@ pub mod router;
 pub mod server;
 
 pub use server::{
-    App, Compiled, ComponentSize, ComponentTiming, DEFAULT_MAX_RUNNING_REQUESTS, Running, ServeOptions, StoreChoice,
-    instances_created, serve,
+    App, CompileCache, Compiled, ComponentSize, ComponentTiming, DEFAULT_MAX_RUNNING_REQUESTS, Running, ServeOptions,
+    StoreChoice, instances_created, serve,
 };

@@ -2,7 +2,9 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use hongbao_host::{App, Compiled, ServeOptions, StoreChoice, build, client::Client, manifest::Manifest, serve};
+use hongbao_host::{
+    App, CompileCache, Compiled, ServeOptions, StoreChoice, build, client::Client, manifest::Manifest, serve,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -98,6 +100,12 @@ struct UpArgs {
     /// `cas_lie=P` (a swap writes but reports cas-failed), comma-separated.
     #[arg(long, value_name = "FAULTS")]
     faults: Option<String>,
+    /// Keep compiled components here (default: wasmtime-cache/ beside the first component's Wasm).
+    #[arg(long, value_name = "DIR", conflicts_with = "disable_cache")]
+    cache_dir: Option<PathBuf>,
+    /// Compile every component at every start (as `spin up --disable-cache`).
+    #[arg(long)]
+    disable_cache: bool,
     /// Make the store behave as another backend does: `spin-redis` (Spin 4.0.2's Redis
     /// store: every swap reports cas-failed, written or not; batch reads fail).
     #[arg(long, value_name = "BACKEND", value_parser = ["spin-redis"])]
@@ -183,6 +191,11 @@ async fn up(manifest: PathBuf, args: UpArgs) -> Result<()> {
         idle_instance_timeout: Duration::from_secs_f64(args.idle_instance_timeout),
         request_timeout: None,
         max_running_requests: args.max_running_requests,
+        compile_cache: match (args.disable_cache, args.cache_dir) {
+            (true, _) => CompileCache::Off,
+            (false, Some(dir)) => CompileCache::Dir(dir),
+            (false, None) => CompileCache::NextToWasm,
+        },
     };
     let app = App::load_with(&manifest, store, options, |k| std::env::var(k).ok())?;
     let faults = match &args.faults {

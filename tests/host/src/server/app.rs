@@ -1,5 +1,5 @@
 //! Loading an app: the manifest and its variables, the key-value store, one
-//! engine, and each component compiled (or loaded from the cache) and
+//! engine, and each component compiled (or loaded from wasmtime's cache) and
 //! pre-instantiated against the host's linker, ready for `serve`.
 
 use super::instance::{self, ComponentState, HostState};
@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use wasmtime::Engine;
 use wasmtime::component::Component;
+use wasmtime::{Cache, Engine};
 use wasmtime_wasi_http::handler::{HandlerState, ProxyHandler, ProxyPre};
 use wasmtime_wasi_http::p3;
 
@@ -46,7 +46,7 @@ pub struct Compiled {
     pub component: String,
     /// Reading the Wasm and compiling it, or loading it from the cache.
     pub took: Duration,
-    /// Loaded from the compilation cache, not compiled.
+    /// Loaded from wasmtime's compilation cache, not compiled.
     pub cached: bool,
 }
 
@@ -77,7 +77,7 @@ impl App {
         };
         let kv = Arc::new(kv);
 
-        let engine = engine::new()?;
+        let (engine, cache) = engine::new(options.compile_cache.dir(&manifest).as_deref())?;
         let linker = instance::linker(&engine)?;
         let mut handlers = HashMap::new();
         let mut linker_pres = HashMap::new();
@@ -93,9 +93,8 @@ impl App {
             }
             let wasm = manifest.dir.join(&decl.source);
             let started = std::time::Instant::now();
-            // Cached next to the Wasm (normally inside target/).
-            let cache_dir = wasm.parent().unwrap_or(Path::new(".")).join("hongbao-host-cache");
-            let (component, cached) = compile(&engine, &wasm, &cache_dir).with_context(|| format!("component {id}"))?;
+            let (component, cached) =
+                compile(&engine, cache.as_ref(), &wasm).with_context(|| format!("component {id}"))?;
             compile_report.push(Compiled { component: id.clone(), took: started.elapsed(), cached });
             component_sizes.push(ComponentSize { component: id.clone(), bytes: std::fs::metadata(&wasm)?.len() });
             let instance_pre = linker
@@ -188,31 +187,15 @@ impl App {
     }
 }
 
-/// Compiles a component, or loads it from the on-disk cache (keyed by a
-/// SHA-256 of the Wasm and the engine's compatibility hash).
-fn compile(engine: &Engine, wasm: &Path, cache_dir: &Path) -> Result<(Component, bool)> {
-    use sha2::{Digest, Sha256};
-    use std::hash::{Hash, Hasher};
+/// Compiles a component; wasmtime's cache, when on, loads an unchanged one
+/// from disk instead. `true`: it did (its hit counter moved, and components
+/// are compiled one at a time). A cached load decompresses and copies the
+/// code, where the hand-made cache this replaced mapped its file: ~33 ms for
+/// all ten components instead of ~6 ms, against seconds to compile them.
+fn compile(engine: &Engine, cache: Option<&Cache>, wasm: &Path) -> Result<(Component, bool)> {
     let bytes =
         std::fs::read(wasm).with_context(|| format!("reading {} (build the components first)", wasm.display()))?;
-    let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut engine_hash);
-    let digest = Sha256::digest(&bytes);
-    let key: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    let cached = cache_dir.join(format!("{key}-{:016x}.cwasm", engine_hash.finish()));
-    if cached.exists() {
-        // SAFETY: the file was written by `Component::serialize` of this same
-        // code below, under a name derived from the Wasm and engine hashes.
-        if let Ok(component) = unsafe { Component::deserialize_file(engine, &cached) } {
-            return Ok((component, true));
-        }
-    }
+    let hits = cache.map_or(0, Cache::cache_hits);
     let component = Component::new(engine, &bytes)?;
-    if std::fs::create_dir_all(cache_dir).is_ok() {
-        let temp = cached.with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&temp, component.serialize()?).is_ok() {
-            let _ = std::fs::rename(&temp, &cached);
-        }
-    }
-    Ok((component, false))
+    Ok((component, cache.is_some_and(|cache| cache.cache_hits() > hits)))
 }

@@ -1,24 +1,44 @@
 //! The wasmtime engine every component of an app is compiled for: the
 //! component model with WASI 0.3's async, pooled instance slots as Spin runs,
-//! and an optional perf map for profiling guest code.
+//! wasmtime's own compilation cache, and an optional perf map for profiling
+//! guest code.
 
 use anyhow::Result;
-use wasmtime::{Config, Engine};
+use std::path::Path;
+use wasmtime::{Cache, CacheConfig, Config, Engine};
 
 /// Instance slots in the pool: more than the bench's 1,024 clients can hold
 /// at once (one instance per request in flight, plus idle reusable ones).
 const POOLED_INSTANCES: u32 = 2_048;
 
-/// The engine for one app.
-pub(super) fn new() -> Result<Engine> {
+/// The engine for one app, and its compilation cache in `cache_dir` (none
+/// without one, or where the directory cannot be made: a start then
+/// compiles every component, as with `--disable-cache`).
+pub(super) fn new(cache_dir: Option<&Path>) -> Result<(Engine, Option<Cache>)> {
+    let cache = cache_dir.and_then(|dir| match cache_in(dir) {
+        Ok(cache) => Some(cache),
+        Err(error) => {
+            eprintln!("hongbao-host: no compilation cache in {} ({error:#}); compiling", dir.display());
+            None
+        }
+    });
     let mut config = Config::new();
+    config.cache(cache.clone());
     config.wasm_component_model(true).wasm_component_model_async(true);
     // HONGBAO_PERFMAP=1 writes /tmp/perf-<pid>.map so `perf report` can
     // name JIT-compiled guest functions (see BENCHMARKS.md, profiling).
     if std::env::var_os("HONGBAO_PERFMAP").is_some() {
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }
-    pooled(&mut config)
+    Ok((pooled(&mut config)?, cache))
+}
+
+/// Wasmtime's cache with its default limits, in `dir` (made if missing).
+fn cache_in(dir: &Path) -> Result<Cache> {
+    let mut config = CacheConfig::new();
+    // wasmtime wants it absolute.
+    config.with_directory(std::path::absolute(dir)?);
+    Ok(Cache::new(config)?)
 }
 
 /// An engine with pooled instance slots, as Spin runs: a new instance takes a

@@ -13,7 +13,7 @@
 //! the request that caused it.
 //!
 //! One job per module: [`options`](ServeOptions) what a caller chooses,
-//! `engine` wasmtime's configuration, `instance` what one instance's store
+//! `engine` wasmtime's configuration and compilation cache, `instance` what one instance's store
 //! holds, `app` loading and compiling, `serve` the accept loop and the request
 //! path above, `permits` the running-request bound, `body` the body plumbing,
 //! `spin_headers` the `spin-*` headers.
@@ -30,5 +30,5 @@ mod spin_headers;
 pub use app::{App, Compiled, ComponentSize};
 pub use body::Body;
 pub use instance::instances_created;
-pub use options::{DEFAULT_MAX_RUNNING_REQUESTS, ServeOptions, StoreChoice};
+pub use options::{CompileCache, DEFAULT_MAX_RUNNING_REQUESTS, ServeOptions, StoreChoice};
 pub use serve::{ComponentTiming, Running, serve};

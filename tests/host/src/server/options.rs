@@ -1,6 +1,8 @@
 //! What a caller chooses before loading an app: where its key-value data
-//! lives, and how instances are reused and requests bounded while serving.
+//! lives, where compiled components are cached, and how instances are reused
+//! and requests bounded while serving.
 
+use crate::manifest::Manifest;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -18,8 +20,36 @@ pub enum StoreChoice {
 /// bench found 16 better than 8, 32 or 64. (The commit wait holds no permit.)
 pub const DEFAULT_MAX_RUNNING_REQUESTS: usize = 16;
 
-/// Instance reuse, as `spin up`'s flags of the same names, and the bound on
-/// requests running at once.
+/// Where wasmtime's compilation cache keeps compiled components between
+/// starts (wasmtime checks the Wasm and the engine's settings on every load).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CompileCache {
+    /// `wasmtime-cache/` beside the first component's Wasm, normally inside
+    /// `target/`: no home directory needed, gone with `cargo clean`.
+    #[default]
+    NextToWasm,
+    /// This directory (`--cache-dir`).
+    Dir(PathBuf),
+    /// Compile every component at every start (`--disable-cache`).
+    Off,
+}
+
+impl CompileCache {
+    /// The cache directory for `manifest`'s components, if any.
+    pub(super) fn dir(&self, manifest: &Manifest) -> Option<PathBuf> {
+        match self {
+            CompileCache::NextToWasm => {
+                let wasm = manifest.dir.join(&manifest.components.values().next()?.source);
+                Some(wasm.parent()?.join("wasmtime-cache"))
+            }
+            CompileCache::Dir(dir) => Some(dir.clone()),
+            CompileCache::Off => None,
+        }
+    }
+}
+
+/// Instance reuse, as `spin up`'s flags of the same names, the bound on
+/// requests running at once, and the compilation cache.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub max_instance_reuse_count: usize,
@@ -31,6 +61,7 @@ pub struct ServeOptions {
     /// burst of N clients otherwise needs N instances at once (one request
     /// per instance), and creating them costs more than serving the burst.
     pub max_running_requests: usize,
+    pub compile_cache: CompileCache,
 }
 
 impl Default for ServeOptions {
@@ -41,6 +72,7 @@ impl Default for ServeOptions {
             idle_instance_timeout: Duration::from_secs(1),
             request_timeout: None,
             max_running_requests: DEFAULT_MAX_RUNNING_REQUESTS,
+            compile_cache: CompileCache::default(),
         }
     }
 }
