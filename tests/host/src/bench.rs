@@ -11,7 +11,7 @@
 
 use crate::client::Client;
 use crate::external::{NO_SPIN, RedisServer, SpinConfig, SpinUp};
-use crate::server::{App, Running, ServeOptions, StoreChoice, serve};
+use crate::server::{App, ComponentSize, ComponentTiming, Running, ServeOptions, StoreChoice, serve};
 use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -56,7 +56,7 @@ struct Target<'a> {
 
 impl Target<'_> {
     fn store_stats(&self) -> Option<crate::kv::StatsSnapshot> {
-        self.host.map(|running| running.app().kv.stats())
+        self.host.map(|running| running.app().store_stats())
     }
 
     /// Instances created so far, and this process's CPU time: only
@@ -670,7 +670,7 @@ pub async fn run(options: &Options) -> Result<()> {
         }
         instantiate.push((component, total / 200));
     }
-    let sizes = first.app().component_sizes.clone();
+    let sizes = first.app().component_sizes().to_vec();
     let service_times = service_times(first.addr(), if options.quick { 500 } else { 3000 }).await?;
     first.shutdown().await?;
 
@@ -700,7 +700,7 @@ pub async fn run(options: &Options) -> Result<()> {
                 ceilings.push(c);
             }
             let cpu_started = cpu_time();
-            let served = || running.timings().into_iter().find(|(c, ..)| c == "healthz").map_or(0, |t| t.1);
+            let served = || running.timings().into_iter().find(|t| t.component == "healthz").map_or(0, |t| t.requests);
             let healthz_before = served();
             perf_control("healthz", true);
             let before = ceiling(addr, 64, ceiling_time).await?.per_s;
@@ -713,7 +713,7 @@ pub async fn run(options: &Options) -> Result<()> {
                 "  many packets: {:.0} opens/s; /healthz at 64 clients {before:.0} req/s before, {after:.0} after",
                 many.opens_per_s
             ));
-            for (component, n, mean) in running.timings() {
+            for ComponentTiming { component, requests: n, mean } in running.timings() {
                 if n > 0 && std::env::var_os("HONGBAO_BENCH_TIMINGS").is_some() {
                     progress(format!(
                         "  after many packets, host time per request, {component}: {:.0} µs over {n}",
@@ -727,7 +727,7 @@ pub async fn run(options: &Options) -> Result<()> {
                     hots.push(hot(target, s, clients).await?);
                 }
             }
-            for (component, n, mean) in running.timings() {
+            for ComponentTiming { component, requests: n, mean } in running.timings() {
                 if n > 0 {
                     progress(format!(
                         "  host time per request, {component}: {:.0} µs over {n}",
@@ -882,7 +882,7 @@ fn print_report(
     spin_runs: &[SpinRun],
     instantiate: &[(&str, Duration)],
     service_times: &[(&str, Duration)],
-    sizes: &[(String, u64)],
+    sizes: &[ComponentSize],
 ) {
     println!("machine: {}\n", machine());
     println!(
@@ -970,7 +970,7 @@ fn print_report(
     for (what, took) in service_times {
         println!("| round trip of one {what}, one client, memory store | {:.0} µs |", took.as_secs_f64() * 1e6);
     }
-    for (component, bytes) in sizes {
+    for ComponentSize { component, bytes } in sizes {
         println!("| size of {component} | {:.0} KiB |", *bytes as f64 / 1024.0);
     }
 }

@@ -25,4 +25,7 @@ pub mod manifest;
 pub mod router;
 pub mod server;
 
-pub use server::{App, Running, ServeOptions, StoreChoice, serve};
+pub use server::{
+    App, CompileCache, Compiled, ComponentSize, ComponentTiming, DEFAULT_MAX_RUNNING_REQUESTS, Running, ServeOptions,
+    StoreChoice, instances_created, serve,
+};

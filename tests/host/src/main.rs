@@ -2,7 +2,9 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use hongbao_host::{App, ServeOptions, StoreChoice, build, client::Client, manifest::Manifest, serve};
+use hongbao_host::{
+    App, CompileCache, Compiled, ServeOptions, StoreChoice, build, client::Client, manifest::Manifest, serve,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,7 +54,7 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         max_instance_concurrent_reuse_count: usize,
         /// Requests running in components at once (`up`'s flag of the same name).
-        #[arg(long, default_value_t = hongbao_host::server::DEFAULT_MAX_RUNNING_REQUESTS)]
+        #[arg(long, default_value_t = hongbao_host::DEFAULT_MAX_RUNNING_REQUESTS)]
         max_running_requests: usize,
         /// Store backends to measure: memory and sqlite on this host, spin-sqlite and
         /// spin-redis on `spin up` (skipped, with a line saying so, without a Spin binary).
@@ -92,12 +94,18 @@ struct UpArgs {
     #[arg(long, default_value_t = 1.0)]
     idle_instance_timeout: f64,
     /// Requests running in components at once; more wait in arrival order (0: no bound).
-    #[arg(long, default_value_t = hongbao_host::server::DEFAULT_MAX_RUNNING_REQUESTS)]
+    #[arg(long, default_value_t = hongbao_host::DEFAULT_MAX_RUNNING_REQUESTS)]
     max_running_requests: usize,
     /// Inject store faults, for testing: `error=P` (a call fails, doing nothing),
     /// `cas_lie=P` (a swap writes but reports cas-failed), comma-separated.
     #[arg(long, value_name = "FAULTS")]
     faults: Option<String>,
+    /// Keep compiled components here (default: wasmtime-cache/ beside the first component's Wasm).
+    #[arg(long, value_name = "DIR", conflicts_with = "disable_cache")]
+    cache_dir: Option<PathBuf>,
+    /// Compile every component at every start (as `spin up --disable-cache`).
+    #[arg(long)]
+    disable_cache: bool,
     /// Make the store behave as another backend does: `spin-redis` (Spin 4.0.2's Redis
     /// store: every swap reports cas-failed, written or not; batch reads fail).
     #[arg(long, value_name = "BACKEND", value_parser = ["spin-redis"])]
@@ -189,6 +197,11 @@ async fn up(manifest: PathBuf, args: UpArgs) -> Result<()> {
         request_timeout: None,
         max_running_requests: args.max_running_requests,
         wall_clock: args.clock_file.as_deref().map(hongbao_host::clock::FileClock::open).transpose()?,
+        compile_cache: match (args.disable_cache, args.cache_dir) {
+            (true, _) => CompileCache::Off,
+            (false, Some(dir)) => CompileCache::Dir(dir),
+            (false, None) => CompileCache::NextToWasm,
+        },
     };
     let app = App::load_with(&manifest, store, options, |k| std::env::var(k).ok())?;
     let faults = match &args.faults {
@@ -201,16 +214,16 @@ async fn up(manifest: PathBuf, args: UpArgs) -> Result<()> {
     };
     if let Some(faults) = faults {
         eprintln!("hongbao-host: injecting store faults: {faults:?}");
-        app.kv.inject(faults).map_err(|e| anyhow::anyhow!(e.0))?;
+        app.inject_faults(faults)?;
     }
-    let admin_token = app.variables.get("admin_token").cloned();
-    eprintln!("hongbao-host: {} — store: {}", app.manifest.name, app.store_location);
-    for (id, took, cached) in &app.compile_report {
-        eprintln!("  component {id}: {} in {took:.1?}", if *cached { "loaded from cache" } else { "compiled" });
+    let admin_token = app.variable("admin_token").map(str::to_owned);
+    eprintln!("hongbao-host: {} — store: {}", app.name(), app.store_location());
+    for Compiled { component, took, cached } in app.compile_report() {
+        eprintln!("  component {component}: {} in {took:.1?}", if *cached { "loaded from cache" } else { "compiled" });
     }
     let running = serve(app, args.listen).await?;
     eprintln!("hongbao-host: serving on http://{}", running.addr());
-    for t in &running.app().manifest.triggers {
+    for t in running.app().triggers() {
         eprintln!("  {:<28} -> {}", t.route, t.component);
     }
     // Line-oriented for scripts and tests that wait for readiness.

@@ -142,6 +142,37 @@ async fn traps_give_back_their_running_permits() {
     }
 }
 
+/// The host's log line on how the probe component was made ready (the log
+/// is read by a thread: it may come a moment after the host listens).
+async fn probe_compile_line(host: &HostProcess) -> String {
+    for _ in 0..500 {
+        if let Some(line) = host.log.lock().unwrap().iter().find(|l| l.contains("component probe:")) {
+            return line.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("no compile line for probe: {:?}", host.log.lock().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_start_loads_its_components_from_the_compilation_cache() {
+    let cache = TempDir::new("compile-cache").unwrap();
+    let spec = probe().arg("--cache-dir").arg(cache.0.to_str().unwrap());
+    let first = HostProcess::start(&spec);
+    assert!(probe_compile_line(&first).await.contains(": compiled in "));
+    drop(first);
+    let second = HostProcess::start(&spec);
+    assert!(probe_compile_line(&second).await.contains(": loaded from cache in "));
+    assert_eq!(Client::new(second.addr).get("/probe/echo/x/y", &[]).await.unwrap().status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disabled_compilation_cache_compiles_and_serves() {
+    let host = HostProcess::start(&probe().arg("--disable-cache"));
+    assert!(probe_compile_line(&host).await.contains(": compiled in "));
+    assert_eq!(Client::new(host.addr).get("/probe/echo/x/y", &[]).await.unwrap().status, 200);
+}
+
 /// What a Spin 4 HTTP component may import: WASI 0.2 (std), WASI 0.3 rc
 /// (HTTP), wasi:keyvalue draft2 and wasi:config, no outbound anything else.
 fn allowed_import(name: &str) -> bool {
