@@ -100,9 +100,10 @@ struct UpArgs {
     /// `cas_lie=P` (a swap writes but reports cas-failed), comma-separated.
     #[arg(long, value_name = "FAULTS")]
     faults: Option<String>,
-    /// Keep compiled components here (default: wasmtime-cache/ beside the first component's Wasm).
+    /// Keep compiled components in DIR (default: wasmtime-cache/ beside the Wasm). Not Spin's
+    /// --cache-dir, which holds downloaded components.
     #[arg(long, value_name = "DIR", conflicts_with = "disable_cache")]
-    cache_dir: Option<PathBuf>,
+    compile_cache: Option<PathBuf>,
     /// Compile every component at every start (as `spin up --disable-cache`).
     #[arg(long)]
     disable_cache: bool,
@@ -197,7 +198,7 @@ async fn up(manifest: PathBuf, args: UpArgs) -> Result<()> {
         request_timeout: None,
         max_running_requests: args.max_running_requests,
         wall_clock: args.clock_file.as_deref().map(hongbao_host::clock::FileClock::open).transpose()?,
-        compile_cache: match (args.disable_cache, args.cache_dir) {
+        compile_cache: match (args.disable_cache, args.compile_cache) {
             (true, _) => CompileCache::Off,
             (false, Some(dir)) => CompileCache::Dir(dir),
             (false, None) => CompileCache::NextToWasm,

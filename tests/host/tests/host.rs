@@ -157,7 +157,7 @@ async fn probe_compile_line(host: &HostProcess) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_start_loads_its_components_from_the_compilation_cache() {
     let cache = TempDir::new("compile-cache").unwrap();
-    let spec = probe().arg("--cache-dir").arg(cache.0.to_str().unwrap());
+    let spec = probe().arg("--compile-cache").arg(cache.0.to_str().unwrap());
     let first = HostProcess::start(&spec);
     assert!(probe_compile_line(&first).await.contains(": compiled in "));
     drop(first);

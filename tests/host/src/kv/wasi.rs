@@ -4,7 +4,7 @@
 //! The functions are synchronous and never wait for the disk: each notes the
 //! highest write sequence number it read or wrote in the instance's state,
 //! and the server waits once, after the component has answered and before
-//! the response leaves, until that much is durable (see `server::run_component`).
+//! the response leaves, until that much is durable (see `run_component` in `server/serve.rs`).
 //! A response therefore never reports anything that could still vanish, and a
 //! compare-and-set's read→swap window is not stretched by a commit.
 //! Buckets are opened only for the labels the component's `key_value_stores`

@@ -81,10 +81,10 @@ impl p3::WasiHttpHooks for DenyOutbound {
     }
 }
 
-/// Stores (hence instances) created so far, by every app in this process:
-/// the bench divides requests by it to show how well instances are reused.
 static INSTANCES_CREATED: AtomicU64 = AtomicU64::new(0);
 
+/// Stores (hence instances) created so far, by every app in this process:
+/// the bench divides requests by it to show how well instances are reused.
 pub fn instances_created() -> u64 {
     INSTANCES_CREATED.load(Ordering::Relaxed)
 }

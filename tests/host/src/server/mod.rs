@@ -12,11 +12,11 @@
 //! defaults to 1 here, where Spin uses 16), so a trap can only ever take down
 //! the request that caused it.
 //!
-//! One job per module: [`options`](ServeOptions) what a caller chooses,
-//! `engine` wasmtime's configuration and compilation cache, `instance` what one instance's store
-//! holds, `app` loading and compiling, `serve` the accept loop and the request
-//! path above, `permits` the running-request bound, `body` the body plumbing,
-//! `spin_headers` the `spin-*` headers.
+//! One job per module: `options` what a caller chooses, `engine` wasmtime's
+//! configuration and compilation cache, `instance` what one instance's store
+//! holds, `app` loading and compiling, `serve` the accept loop and the
+//! request path above, `permits` the running-request bound, `body` the body
+//! plumbing, `spin_headers` the `spin-*` headers.
 
 mod app;
 mod body;

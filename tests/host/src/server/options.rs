@@ -24,11 +24,12 @@ pub const DEFAULT_MAX_RUNNING_REQUESTS: usize = 16;
 /// starts (wasmtime checks the Wasm and the engine's settings on every load).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum CompileCache {
-    /// `wasmtime-cache/` beside the first component's Wasm, normally inside
-    /// `target/`: no home directory needed, gone with `cargo clean`.
+    /// `wasmtime-cache/` beside the Wasm of the first component by id,
+    /// normally inside `target/`: no home directory needed, gone with
+    /// `cargo clean`.
     #[default]
     NextToWasm,
-    /// This directory (`--cache-dir`).
+    /// This directory (`--compile-cache`).
     Dir(PathBuf),
     /// Compile every component at every start (`--disable-cache`).
     Off,
