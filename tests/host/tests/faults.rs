@@ -81,7 +81,7 @@ async fn the_books_balance_on_a_store_that_fails_and_lies() {
     // then failed stays free until the expiry sweep refunds it (the
     // simulator follows cursor packets under faults through expiry).
     let host = HostProcess::start(&HostSpec::app().var("open_strategy", "cas").arg("--faults").arg(FAULTS));
-    assert!(host.log_contains("injecting store faults"));
+    host.log_line("injecting store faults").await;
     let mut api = Api::new(host.addr);
     // A hot packet and small ones.
     let mut packets = vec![(paid_packet(&mut api, "sender", 10_000, 40).await, 10_000u64, 50u32)];

@@ -142,16 +142,9 @@ async fn traps_give_back_their_running_permits() {
     }
 }
 
-/// The host's log line on how the probe component was made ready (the log
-/// is read by a thread: it may come a moment after the host listens).
+/// The host's log line on how the probe component was made ready.
 async fn probe_compile_line(host: &HostProcess) -> String {
-    for _ in 0..500 {
-        if let Some(line) = host.log.lock().unwrap().iter().find(|l| l.contains("component probe:")) {
-            return line.clone();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("no compile line for probe: {:?}", host.log.lock().unwrap());
+    host.log_line("component probe:").await
 }
 
 #[tokio::test(flavor = "multi_thread")]
