@@ -14,9 +14,7 @@
 //! # Ok(()) }
 //! ```
 
-pub mod bench;
 pub mod build;
-pub mod chart;
 pub mod client;
 pub mod clock;
 pub mod external;

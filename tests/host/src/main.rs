@@ -37,37 +37,6 @@ enum Command {
     /// SPIN_VARIABLE_PAYMENT_SECRET. The body must name its packet (contract v1.1):
     /// {"packet_id":"…","payment_id":"…","amount_fen":N,"status":"success"}.
     SignPayment { body: String },
-    /// Measure opens per second against the /healthz ceiling (see BENCHMARKS.md).
-    Bench {
-        /// Smaller runs, for checking the bench itself.
-        #[arg(long)]
-        quick: bool,
-        /// Open strategies to compare (the `open_strategy` variable).
-        #[arg(long, value_delimiter = ',', default_value = "cas,cursor,auto")]
-        strategies: Vec<String>,
-        /// Write the chart (PNG) here.
-        #[arg(long)]
-        chart: Option<PathBuf>,
-        /// Build the components first.
-        #[arg(long)]
-        build: bool,
-        #[arg(long, default_value_t = 1)]
-        max_instance_concurrent_reuse_count: usize,
-        /// Requests running in components at once (`up`'s flag of the same name).
-        #[arg(long, default_value_t = hongbao_host::DEFAULT_MAX_RUNNING_REQUESTS)]
-        max_running_requests: usize,
-        /// Store backends to measure: memory and sqlite on this host, spin-sqlite and
-        /// spin-redis on `spin up` (skipped, with a line saying so, without a Spin binary).
-        #[arg(long, value_delimiter = ',', default_value = "memory,sqlite,spin-sqlite,spin-redis")]
-        stores: Vec<String>,
-        /// The Spin CLI for the spin-* stores (default: SPIN_BIN, else spin on PATH).
-        #[arg(long)]
-        spin: Option<PathBuf>,
-        /// Packets of the many-packets phase (default 10,000; 500 with --quick): more
-        /// gives a profiled open phase enough samples.
-        #[arg(long)]
-        packets: Option<usize>,
-    },
 }
 
 #[derive(clap::Args)]
@@ -144,35 +113,6 @@ fn main() -> Result<()> {
             anyhow::ensure!(hongbao::PacketId::parse(&parsed.packet_id).is_some(), "packet_id is not a packet id");
             println!("{}", hongbao::auth::sign_payment(&secret("payment_secret")?, body.as_bytes()));
             Ok(())
-        }
-        Command::Bench {
-            quick,
-            strategies,
-            chart,
-            build,
-            max_instance_concurrent_reuse_count,
-            max_running_requests,
-            stores,
-            packets,
-            spin,
-        } => {
-            if build {
-                build::build_all(&Manifest::load(&cli.manifest)?, false)?;
-            }
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let options = hongbao_host::bench::Options {
-                manifest: cli.manifest,
-                quick,
-                strategies,
-                chart,
-                max_instance_concurrent_reuse_count,
-                max_running_requests,
-                stores,
-                packets,
-                spin: spin
-                    .or_else(|| hongbao_host::external::spin_binary(&std::env::current_dir().unwrap_or_default())),
-            };
-            runtime.block_on(hongbao_host::bench::run(&options))
         }
         Command::Up(args) => {
             if args.build {

@@ -262,17 +262,16 @@ async fn claims_settle_into_wallets_and_reconcile(target: Target) {
     assert_eq!(sent["items"][0]["packet_id"], id.as_str());
     let expired = api.admin("POST", "/v1/admin/expire").await;
     assert_eq!((expired.status, expired.json()["refunded"].as_u64()), (200, Some(0)), "{:?}", expired.json());
-    let settled = api.admin("POST", "/v1/admin/settle").await.json();
-    assert_eq!((settled["credited"].as_u64(), settled["credited_fen"].as_u64()), (Some(2), Some(claimed)), "{settled}");
-    assert_eq!(api.admin("POST", "/v1/admin/settle").await.json()["credited"], 0, "exactly once");
+    let day = hongbao::PacketId::parse(&id).unwrap().day();
+    let books = hongbao_host::client::settle_and_reconcile(&mut api.client, ADMIN, day).await.unwrap();
+    let settled: Vec<(u64, u64)> = books.settled.iter().map(|s| (s.credited, s.credited_fen)).collect();
+    assert_eq!(settled, [(2, claimed), (0, 0)], "credited exactly once: {books:?}");
     let mut in_wallets = 0;
     for user in ["bob", "carol"] {
         in_wallets += api.user("wallet", user).await.json()["balance_fen"].as_u64().unwrap();
     }
     assert_eq!(in_wallets, claimed);
-    let day = format!("{}-{}-{}", &id[..4], &id[4..6], &id[6..8]);
-    let report = api.admin("GET", &format!("/v1/admin/reconcile?day={day}")).await.json();
-    assert_eq!(report["mismatches"], json!([]), "{report}");
-    assert_eq!((report["claimed_fen"].as_u64(), report["credited_fen"].as_u64()), (Some(claimed), Some(claimed)));
-    assert_eq!(report["outstanding_fen"].as_u64(), Some(1_000 - claimed));
+    let report = &books.report;
+    assert_eq!((report.claimed_fen, report.credited_fen), (claimed, claimed), "{report:?}");
+    assert_eq!(report.outstanding_fen, 1_000 - claimed);
 }

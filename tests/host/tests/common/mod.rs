@@ -3,7 +3,9 @@
 //! its own state, and talks the HTTP contract to it.
 #![allow(dead_code)]
 
-use hongbao_host::client::{Client, Reply};
+#[allow(unused_imports)] // each test binary uses some of them
+pub use hongbao_host::client::Outcome;
+use hongbao_host::client::{self, Client, Reply, Secrets};
 use hongbao_host::external::{self, SpinConfig};
 #[allow(unused_imports)] // each test binary uses some of them
 pub use hongbao_host::external::{RedisServer, SpinUp, TempDir};
@@ -14,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
 
 pub const AUTH: &str = "e2e-auth-secret";
 pub const PAYMENT: &str = "e2e-payment-secret";
@@ -195,8 +196,10 @@ pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
+pub const SECRETS: Secrets<'static> = Secrets { auth: AUTH, payment: PAYMENT };
+
 pub fn bearer(user: &str) -> String {
-    format!("Bearer {}", hongbao::auth::sign_user_token(AUTH, user, hongbao::Timestamp(now() + 3600)))
+    client::bearer(AUTH, user)
 }
 
 /// The contract, one call per operation, over one connection.
@@ -215,14 +218,7 @@ impl Api {
 
     /// Wraps and pays a packet; returns its id.
     pub async fn paid_packet(&mut self, sender: &str, kind: &str, total: u64, count: u32) -> String {
-        let rid = format!("r-{}-{}", now(), rand_suffix());
-        let wrapped =
-            self.wrap(sender, json!({"request_id": rid, "kind": kind, "total_fen": total, "count": count})).await;
-        assert_eq!(wrapped.status, 201, "{:?}", wrapped.json());
-        let id = wrapped.json()["id"].as_str().unwrap().to_owned();
-        let paid = self.pay(&id, &format!("pay-{id}"), total).await;
-        assert_eq!(paid.status, 200, "{:?}", paid.json());
-        id
+        client::paid_packet(&mut self.client, SECRETS, sender, kind, total, count).await.unwrap().id
     }
 
     pub async fn pay(&mut self, id: &str, payment_id: &str, amount: u64) -> Reply {
@@ -263,52 +259,11 @@ pub fn rand_suffix() -> u64 {
     rand::rng().random()
 }
 
-/// What one client ended with after grab → open, honouring 429s.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    Claimed(Value),
-    Exhausted,
-}
-
-/// A client's whole attempt at a packet: grab, open, and on 429 wait for
-/// Retry-After and try again. Returns the outcome and how many 429s it saw.
+/// A client's whole attempt at a packet (`client::grab_and_open`): the
+/// outcome and how many 429s it saw.
 pub async fn grab_and_open(api: &mut Api, id: &str, user: &str) -> anyhow::Result<(Outcome, u32)> {
-    let mut busy = 0;
-    loop {
-        let grabbed =
-            api.client.post(&format!("/v1/packets/{id}/grab"), &[("authorization", &bearer(user))], "").await?;
-        match (grabbed.status, grabbed.code().as_deref()) {
-            (200, _) => {}
-            (429, _) => {
-                busy += 1;
-                wait_retry_after(&grabbed).await;
-                continue;
-            }
-            (410, Some("exhausted")) => return Ok((Outcome::Exhausted, busy)),
-            (409, Some("already_claimed")) => return Ok((Outcome::Claimed(grabbed.json()["claim"].clone()), busy)),
-            other => anyhow::bail!("grab: unexpected {other:?} {}", String::from_utf8_lossy(&grabbed.body)),
-        }
-        let ticket = grabbed.json()["ticket"].as_str().unwrap().to_owned();
-        loop {
-            let body = json!({"ticket": ticket}).to_string();
-            let opened =
-                api.client.post(&format!("/v1/packets/{id}/open"), &[("authorization", &bearer(user))], body).await?;
-            match (opened.status, opened.code().as_deref()) {
-                (200, _) => return Ok((Outcome::Claimed(opened.json()["claim"].clone()), busy)),
-                (429, _) => {
-                    busy += 1;
-                    wait_retry_after(&opened).await;
-                }
-                (410, Some("exhausted")) => return Ok((Outcome::Exhausted, busy)),
-                other => anyhow::bail!("open: unexpected {other:?} {}", String::from_utf8_lossy(&opened.body)),
-            }
-        }
-    }
-}
-
-async fn wait_retry_after(reply: &Reply) {
-    let seconds: u64 = reply.header("retry-after").and_then(|v| v.parse().ok()).expect("429 carries Retry-After");
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let attempt = client::grab_and_open(&mut api.client, &bearer(user), id).await?;
+    Ok((attempt.outcome, attempt.busy))
 }
 
 /// Where the contract suite runs: this project's host, the host playing

@@ -159,3 +159,34 @@ impl Chart {
         c.save(path)
     }
 }
+
+/// The chart of a run: opens/s of its largest hot packet at each number of
+/// clients, one line per host run (memory dashed), beside `/healthz`.
+pub fn hot_packets(results: &crate::bench::Results, path: &Path) -> Result<()> {
+    use crate::bench::{Store, name};
+    let colors = [[214, 39, 40], [31, 119, 180], [44, 160, 44], [255, 127, 14], [148, 103, 189], [140, 86, 75]];
+    let runs = &results.runs;
+    let biggest = runs.iter().flat_map(|r| r.hot.iter().map(|h| h.shares)).max().unwrap_or(100);
+    let mut series = vec![Series {
+        name: "/healthz ceiling".into(),
+        color: [90, 90, 90],
+        dashed: true,
+        values: runs.first().map(|r| r.ceiling.iter().map(|c| c.per_s).collect()).unwrap_or_default(),
+    }];
+    for (i, r) in runs.iter().enumerate() {
+        series.push(Series {
+            name: format!("{} ({})", name(r.strategy), name(r.store)),
+            color: colors[i % colors.len()],
+            dashed: r.store == Store::Memory,
+            values: r.hot.iter().filter(|h| h.shares == biggest).map(|h| h.opens_per_s).collect(),
+        });
+    }
+    Chart {
+        title: format!("Opens/s of a hot packet ({biggest} shares) vs /healthz"),
+        x_label: "concurrent clients".into(),
+        y_label: "per second (log scale)".into(),
+        x_ticks: results.client_counts.iter().map(|c| c.to_string()).collect(),
+        series,
+    }
+    .render(path)
+}

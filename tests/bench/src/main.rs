@@ -1,0 +1,114 @@
+//! `hongbao-bench`: how fast packets are opened, measured honestly (see
+//! BENCHMARKS.md), and whether the targets are met.
+
+mod bench;
+mod chart;
+mod report;
+
+use anyhow::{Result, bail};
+use bench::{Store, Strategy};
+use clap::Parser;
+use hongbao_host::{build, manifest::Manifest};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "hongbao-bench", about = "Measures opens per second against the /healthz ceiling (see BENCHMARKS.md)")]
+struct Cli {
+    /// The application manifest.
+    #[arg(short = 'f', long = "from", default_value = "spin.toml")]
+    manifest: PathBuf,
+    /// Smaller runs, for checking the bench itself.
+    #[arg(long)]
+    quick: bool,
+    /// Open strategies to compare (the `open_strategy` variable).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "cas,cursor,auto")]
+    strategies: Vec<Strategy>,
+    /// Store backends to measure: memory and sqlite on this host, spin-sqlite and
+    /// spin-redis on `spin up` (skipped, with a line saying so, without a Spin binary).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "memory,sqlite,spin-sqlite,spin-redis")]
+    stores: Vec<Store>,
+    /// Write the chart (PNG) here (with --report: next to the report, FILE.png).
+    #[arg(long)]
+    chart: Option<PathBuf>,
+    /// Write this run's section of a Markdown report (between `<!-- bench:begin -->`
+    /// and `<!-- bench:end -->`, the rest of the file kept), e.g. BENCHMARKS.md.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Exit non-zero when a target is missed (a broken money invariant always fails the run).
+    #[arg(long)]
+    check: bool,
+    /// Build the components first.
+    #[arg(long)]
+    build: bool,
+    #[arg(long, default_value_t = 1)]
+    max_instance_concurrent_reuse_count: usize,
+    /// Requests running in components at once (`hongbao-host up`'s flag of the same name).
+    #[arg(long, default_value_t = hongbao_host::DEFAULT_MAX_RUNNING_REQUESTS)]
+    max_running_requests: usize,
+    /// The Spin CLI for the spin-* stores (default: SPIN_BIN, else spin on PATH).
+    #[arg(long)]
+    spin: Option<PathBuf>,
+    /// Packets of the many-packets phase (default 10,000; 500 with --quick): more
+    /// gives a profiled open phase enough samples.
+    #[arg(long)]
+    packets: Option<usize>,
+}
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> Result<()> {
+    let started = Instant::now();
+    let cli = Cli::parse();
+    let repo = std::fs::canonicalize(&cli.manifest)?.parent().map(PathBuf::from).unwrap_or_default();
+    // Before the run, which writes the chart into the checkout.
+    let mut provenance = report::Provenance::start(&repo);
+    if cli.build {
+        build::build_all(&Manifest::load(&cli.manifest)?, false)?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let options = bench::Options {
+        manifest: cli.manifest.clone(),
+        quick: cli.quick,
+        strategies: cli.strategies,
+        max_instance_concurrent_reuse_count: cli.max_instance_concurrent_reuse_count,
+        max_running_requests: cli.max_running_requests,
+        stores: cli.stores,
+        packets: cli.packets,
+        spin: cli.spin.or_else(|| hongbao_host::external::spin_binary(&std::env::current_dir().unwrap_or_default())),
+    };
+    eprintln!("bench: machine: {}", report::machine());
+    let results = runtime.block_on(bench::run(&options))?;
+
+    let tables = report::tables(&results);
+    let targets = report::targets(&results);
+    println!("machine: {}\n", report::machine());
+    println!("{tables}");
+    println!("{}", report::targets_table(&targets));
+
+    let chart = cli.chart.or_else(|| cli.report.as_ref().map(|r| r.with_extension("png")));
+    if let Some(path) = &chart {
+        chart::hot_packets(&results, path)?;
+        eprintln!("bench: chart written to {}", path.display());
+    }
+    if let Some(path) = &cli.report {
+        // Linked from the report: by name when beside it, else as given.
+        let link = chart.as_ref().map(|c| match (c.parent(), path.parent(), c.file_name()) {
+            (Some(a), Some(b), Some(file)) if a == b => file.to_string_lossy().into_owned(),
+            _ => c.display().to_string(),
+        });
+        provenance.took = started.elapsed();
+        report::write(path, &report::section(&provenance, &tables, &targets, link.as_deref()))?;
+        eprintln!("bench: report written to {}", path.display());
+    }
+
+    let missed: Vec<_> = targets.iter().filter(|t| !t.met).collect();
+    for t in &missed {
+        eprintln!("bench: target missed: {} ({}): {}", t.what, t.run, t.measured);
+    }
+    if cli.check && !missed.is_empty() {
+        bail!("--check: {} of {} targets missed", missed.len(), targets.len());
+    }
+    Ok(())
+}
