@@ -109,9 +109,7 @@ async fn three_hundred_clients_one_packet(strategy: &str) {
     for c in recorded {
         assert_eq!(&c, claims.get(c["user"].as_str().unwrap()).expect("recorded claim was answered"));
     }
-    let settled = api.admin("POST", "/v1/admin/settle").await.json();
-    assert_eq!(settled["credited_fen"].as_u64(), Some(TOTAL));
-    let report = api.admin("GET", &format!("/v1/admin/reconcile?day={}", clock.day())).await.json();
-    assert_eq!(report["mismatches"], serde_json::json!([]));
-    assert_eq!(report["credited_fen"].as_u64(), Some(TOTAL));
+    let books = hongbao_host::client::settle_and_reconcile(&mut api.client, ADMIN, clock.day()).await.unwrap();
+    assert_eq!(books.settled[0].credited_fen, TOTAL, "the first settle credits every claim: {books:?}");
+    assert_eq!(books.report.credited_fen, TOTAL);
 }

@@ -175,13 +175,13 @@ impl HostProcess {
     /// log, so a line may come a moment after the event it reports (a
     /// generous limit, so a slow machine is never the reason it fails).
     pub async fn log_line(&self, text: &str) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
             if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(text)) {
                 return line.clone();
             }
             assert!(std::time::Instant::now() < deadline, "no log line with {text:?}: {:?}", self.log.lock().unwrap());
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 }
