@@ -150,8 +150,18 @@ pub async fn paid_packet(
 ) -> Result<Paid> {
     let request_id = format!("r-{:016x}", rand::random::<u64>());
     let body = json!({"request_id": request_id, "kind": kind, "total_fen": total_fen, "count": count}).to_string();
-    let wrapped = client.post("/v1/packets", &[("authorization", &bearer(secrets.auth, sender))], body).await?;
-    ensure!(wrapped.status == 201, "wrap: {} {}", wrapped.status, String::from_utf8_lossy(&wrapped.body));
+    // Wrap and payment are idempotent (request_id, payment_id): a 429 or 503
+    // (Spin's SQLite store answers "database is locked" under load) is sent
+    // again after its Retry-After, and a wrap that had written answers 200.
+    let authorization = bearer(secrets.auth, sender);
+    let wrapped =
+        final_answer(client, "POST", "/v1/packets", &[("authorization", &authorization)], Bytes::from(body)).await?;
+    ensure!(
+        wrapped.status == 201 || wrapped.status == 200,
+        "wrap: {} {}",
+        wrapped.status,
+        String::from_utf8_lossy(&wrapped.body)
+    );
     #[derive(Deserialize)]
     struct Wrapped {
         id: String,
@@ -166,8 +176,9 @@ pub async fn paid_packet(
         json!({"packet_id": id, "payment_id": format!("pay-{id}"), "amount_fen": total_fen, "status": "success"})
             .to_string();
     let signature = hongbao::auth::sign_payment(secrets.payment, payment.as_bytes());
+    let path = format!("/v1/packets/{id}/payment");
     let paid =
-        client.post(&format!("/v1/packets/{id}/payment"), &[("x-payment-signature", &signature)], payment).await?;
+        final_answer(client, "POST", &path, &[("x-payment-signature", &signature)], Bytes::from(payment)).await?;
     ensure!(paid.status == 200, "pay: {} {}", paid.status, String::from_utf8_lossy(&paid.body));
     Ok(packet)
 }
@@ -293,7 +304,7 @@ pub async fn settle_and_reconcile(client: &mut Client, admin_token: &str, day: h
     let auth = format!("Bearer {admin_token}");
     let mut settled = Vec::new();
     loop {
-        let reply = final_answer(client, "POST", "/v1/admin/settle", &auth).await?;
+        let reply = final_answer(client, "POST", "/v1/admin/settle", &[("authorization", &auth)], Bytes::new()).await?;
         ensure!(reply.status == 200, "settle: {} {}", reply.status, String::from_utf8_lossy(&reply.body));
         let run: Settled = serde_json::from_slice(&reply.body).context("settle answer")?;
         let done = run.credited == 0 && run.errors.is_empty();
@@ -303,7 +314,8 @@ pub async fn settle_and_reconcile(client: &mut Client, admin_token: &str, day: h
         }
         ensure!(settled.len() < MAX_SETTLE_RUNS, "settle still busy after {MAX_SETTLE_RUNS} runs: {settled:?}");
     }
-    let reply = final_answer(client, "GET", &format!("/v1/admin/reconcile?day={day}"), &auth).await?;
+    let path = format!("/v1/admin/reconcile?day={day}");
+    let reply = final_answer(client, "GET", &path, &[("authorization", &auth)], Bytes::new()).await?;
     ensure!(reply.status == 200, "reconcile: {} {}", reply.status, String::from_utf8_lossy(&reply.body));
     let report: Reconciliation = serde_json::from_slice(&reply.body).context("reconcile answer")?;
     if !report.mismatches.is_empty() || report.credited_fen != report.claimed_fen + report.refunded_fen {
@@ -313,10 +325,16 @@ pub async fn settle_and_reconcile(client: &mut Client, admin_token: &str, day: h
 }
 
 /// Sends until the answer is not a retryable one (a bounded number of times).
-async fn final_answer(client: &mut Client, method: &str, path: &str, authorization: &str) -> Result<Reply> {
+async fn final_answer(
+    client: &mut Client,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<Reply> {
     const MAX_TRIES: usize = 100;
     for _ in 0..MAX_TRIES {
-        let reply = client.send(method, path, &[("authorization", authorization)], Bytes::new()).await?;
+        let reply = client.send(method, path, headers, body.clone()).await?;
         if reply.status != 429 && reply.status != 503 {
             return Ok(reply);
         }
