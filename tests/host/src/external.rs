@@ -156,28 +156,51 @@ impl Drop for SpinUp {
     }
 }
 
-/// A `redis-server` of our own on a free loopback port, keeping nothing on
-/// disk; stopped when dropped.
+/// A `redis-server` of our own on a free loopback port; stopped when
+/// dropped. By default it keeps nothing on disk; `start_durable` keeps an
+/// append-only file synced on every write, so `kill_and_restart` loses
+/// nothing it acknowledged.
 pub struct RedisServer {
     child: Child,
     pub addr: SocketAddr,
-    _dir: TempDir,
+    durable: bool,
+    dir: TempDir,
 }
 
 impl RedisServer {
     /// Starts it and waits until it answers PING (blocks the calling thread).
     pub fn start() -> Result<RedisServer> {
-        let dir = TempDir::new("redis")?;
-        let addr = free_loopback_addr()?;
+        RedisServer::launch(TempDir::new("redis")?, free_loopback_addr()?, false)
+    }
+
+    /// As `start`, with `appendonly yes` and `appendfsync always`.
+    pub fn start_durable() -> Result<RedisServer> {
+        RedisServer::launch(TempDir::new("redis")?, free_loopback_addr()?, true)
+    }
+
+    /// Whether a `redis-server` binary is on PATH (tests that need one skip
+    /// with a line saying so where there is none).
+    pub fn available() -> bool {
+        Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    }
+
+    /// `redis://` and its address, as a runtime config names it.
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    fn launch(dir: TempDir, addr: SocketAddr, durable: bool) -> Result<RedisServer> {
+        let aof = if durable { "yes" } else { "no" };
         let child = Command::new("redis-server")
-            .args(["--port", &addr.port().to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &addr.port().to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", aof, "--appendfsync", "always"])
             .arg("--dir")
             .arg(&dir.0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("starting redis-server (apt-get install redis-server)")?;
-        let mut redis = RedisServer { child, addr, _dir: dir };
+        let mut redis = RedisServer { child, addr, durable, dir };
         let started = Instant::now();
         while !redis.answers_ping() {
             if let Some(status) = redis.child.try_wait()? {
@@ -189,6 +212,19 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(redis)
+    }
+
+    /// SIGKILL, then the same server again on the same port and directory
+    /// (reloading its append-only file, when durable).
+    pub fn kill_and_restart(&mut self) -> Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, TempDir(PathBuf::new()));
+        let restarted = RedisServer::launch(dir, self.addr, self.durable)?;
+        // The old value holds the dead child and an empty path: dropping it
+        // removes nothing.
+        drop(std::mem::replace(self, restarted));
+        Ok(())
     }
 
     fn answers_ping(&self) -> bool {

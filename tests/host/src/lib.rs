@@ -21,6 +21,7 @@ pub mod external;
 pub mod kv;
 pub mod manifest;
 pub mod router;
+pub mod runtime_config;
 pub mod server;
 
 pub use server::{

@@ -80,6 +80,10 @@ struct UpArgs {
     /// store: every swap reports cas-failed, written or not; batch reads fail).
     #[arg(long, value_name = "BACKEND", value_parser = ["spin-redis"])]
     kv_compat: Option<String>,
+    /// Spin's runtime config: `[key_value_store.<label>]` with `type = "redis"` and `url`, or
+    /// `type = "spin"` (the host's own store), as `spin up --runtime-config-file`.
+    #[arg(long, value_name = "FILE")]
+    runtime_config_file: Option<PathBuf>,
     /// For tests and development only: the components' wall clock reads Unix seconds
     /// (e.g. `1767225600`) from PATH on every call, so writing the file moves their time.
     /// `--tick`'s interval stays real; what is due is decided by the components, on this clock.
@@ -142,6 +146,10 @@ async fn up(manifest: PathBuf, args: UpArgs) -> Result<()> {
             (true, _) => CompileCache::Off,
             (false, Some(dir)) => CompileCache::Dir(dir),
             (false, None) => CompileCache::NextToWasm,
+        },
+        runtime_config: match &args.runtime_config_file {
+            Some(path) => hongbao_host::runtime_config::RuntimeConfig::load(path)?,
+            None => Default::default(),
         },
     };
     let app = App::load_with(&manifest, store, options, |k| std::env::var(k).ok())?;

@@ -26,7 +26,9 @@
 //! value are errors, as they are bugs on every real backend. On disk a counter
 //! is 8 bytes little-endian, as Spin's SQLite store keeps it.
 
+pub mod redis;
 pub mod sqlite;
+pub mod stores;
 pub mod wasi;
 
 use std::collections::HashMap;
@@ -159,7 +161,7 @@ impl Faults {
         Ok(faults)
     }
 
-    fn happens(&self, probability: f64) -> bool {
+    pub(super) fn happens(&self, probability: f64) -> bool {
         if probability <= 0.0 {
             return false;
         }
@@ -167,6 +169,13 @@ impl Faults {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 <= probability
+    }
+}
+
+/// The same faults with draws of their own (one per store).
+impl Clone for Faults {
+    fn clone(&self) -> Faults {
+        Faults { state: AtomicU64::new(self.state.load(Ordering::Relaxed) ^ 0x5bd1_e995), ..*self }
     }
 }
 

@@ -1,16 +1,19 @@
 //! `wasi:keyvalue@0.2.0-draft2` (store, atomics, batch) and
 //! `wasi:config/store@0.2.0-draft-2024-09-27` as host functions.
 //!
-//! The functions are synchronous and never wait for the disk: each notes the
-//! highest write sequence number it read or wrote in the instance's state,
-//! and the server waits once, after the component has answered and before
-//! the response leaves, until that much is durable (see `run_component` in `server/serve.rs`).
-//! A response therefore never reports anything that could still vanish, and a
-//! compare-and-set's read→swap window is not stretched by a commit.
+//! The key-value functions are async (as Spin's are): a Redis label's call
+//! awaits the server, a local label's answers at once. Local calls never
+//! wait for the disk: each notes the highest write sequence number it read
+//! or wrote in the instance's state, and the server waits once, after the
+//! component has answered and before the response leaves, until that much is
+//! durable (see `run_component` in `server/serve.rs`). A response therefore
+//! never reports anything that could still vanish, and a compare-and-set's
+//! read→swap window is not stretched by a commit.
 //! Buckets are opened only for the labels the component's `key_value_stores`
-//! grants (else `access-denied`, as in Spin).
+//! grants (else `access-denied`, as in Spin) and the app's stores provide.
 
-use super::{Kv, KvError, Ticket};
+use super::stores::{Backend, Seen, Stores};
+use super::{KvError, Ticket};
 use std::sync::Arc;
 use wasmtime::component::{HasData, Resource, ResourceTable};
 
@@ -18,7 +21,7 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "wit/keyvalue",
         world: "wasi:keyvalue/imports",
-        imports: { default: trappable },
+        imports: { default: async | trappable },
         with: {
             "wasi:keyvalue/store.bucket": crate::kv::wasi::Bucket,
             "wasi:keyvalue/atomics.cas": crate::kv::wasi::Cas,
@@ -43,12 +46,12 @@ pub struct Bucket {
     label: String,
 }
 
-/// A compare-and-set handle: the key, and the sequence number `current()`
-/// saw (`None` until it is called, which the swap treats as "absent").
+/// A compare-and-set handle: the key, and what `current()` saw (`None`
+/// until it is called, which the swap treats as "absent").
 pub struct Cas {
     label: String,
     key: String,
-    seen: Option<u64>,
+    seen: Option<Seen>,
 }
 
 /// A failed key-value call: an error for the guest, or a trap.
@@ -71,11 +74,9 @@ impl From<wasmtime::component::ResourceTableError> for StoreFault {
 
 /// What a component's store needs for these interfaces.
 pub struct KvCtx {
-    pub kv: Arc<Kv>,
+    pub stores: Arc<Stores>,
     /// Labels from the component's `key_value_stores`.
     pub labels: Arc<[String]>,
-    /// Labels the host provides (`default`).
-    pub provided: Arc<[String]>,
     /// The component's variables, rendered.
     pub variables: Arc<[(String, String)]>,
 }
@@ -103,9 +104,14 @@ pub fn add_to_linker<T: Send + 'static>(
 }
 
 impl KvView<'_> {
-    /// The bucket's label and the store, borrowed (no copy per call).
-    fn bucket(&self, bucket: &Resource<Bucket>) -> Result<(&str, &Kv), StoreFault> {
-        Ok((&self.table.get(bucket)?.label, &self.ctx.kv))
+    /// The bucket's label and its store, borrowed (no copy per call).
+    fn bucket(&self, bucket: &Resource<Bucket>) -> Result<(&str, &Backend), StoreFault> {
+        let label = &self.table.get(bucket)?.label;
+        Ok((label, self.store(label)?))
+    }
+
+    fn store(&self, label: &str) -> Result<&Backend, StoreFault> {
+        self.ctx.stores.get(label).ok_or(StoreFault::Guest(store::Error::NoSuchStore))
     }
 }
 
@@ -123,33 +129,33 @@ impl KvView<'_> {
 }
 
 impl store::HostBucket for KvView<'_> {
-    fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Option<Vec<u8>>, StoreFault> {
+    async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Option<Vec<u8>>, StoreFault> {
         let (label, kv) = self.bucket(&bucket)?;
-        let read = kv.get(label, &key)?;
+        let read = kv.get(label, &key).await?;
         Ok(self.note(read))
     }
 
-    fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Result<(), StoreFault> {
+    async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Result<(), StoreFault> {
         let (label, kv) = self.bucket(&bucket)?;
-        let ticket = kv.set(label, &key, value)?;
+        let ticket = kv.set(label, &key, value).await?;
         self.observe(ticket);
         Ok(())
     }
 
-    fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<(), StoreFault> {
+    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<(), StoreFault> {
         let (label, kv) = self.bucket(&bucket)?;
-        let ticket = kv.delete(label, &key)?;
+        let ticket = kv.delete(label, &key).await?;
         self.observe(ticket);
         Ok(())
     }
 
-    fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Result<bool, StoreFault> {
+    async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Result<bool, StoreFault> {
         let (label, kv) = self.bucket(&bucket)?;
-        let read = kv.exists(label, &key)?;
+        let read = kv.exists(label, &key).await?;
         Ok(self.note(read))
     }
 
-    fn list_keys(
+    async fn list_keys(
         &mut self,
         bucket: Resource<Bucket>,
         cursor: Option<String>,
@@ -159,23 +165,23 @@ impl store::HostBucket for KvView<'_> {
             return Err(StoreFault::Guest(store::Error::Other("list_keys: cursor not supported".into())));
         }
         let (label, kv) = self.bucket(&bucket)?;
-        let read = kv.list_keys(label)?;
+        let read = kv.list_keys(label).await?;
         let keys = self.note(read);
         Ok(store::KeyResponse { keys, cursor: None })
     }
 
-    fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
         self.table.delete(bucket)?;
         Ok(())
     }
 }
 
 impl store::Host for KvView<'_> {
-    fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, StoreFault> {
+    async fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, StoreFault> {
         if !self.ctx.labels.contains(&identifier) {
             return Err(StoreFault::Guest(store::Error::AccessDenied));
         }
-        if !self.ctx.provided.contains(&identifier) {
+        if self.ctx.stores.get(&identifier).is_none() {
             return Err(StoreFault::Guest(store::Error::NoSuchStore));
         }
         Ok(self.table.push(Bucket { label: identifier })?)
@@ -190,34 +196,38 @@ impl store::Host for KvView<'_> {
 }
 
 impl atomics::HostCas for KvView<'_> {
-    fn new(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Resource<Cas>, StoreFault> {
+    async fn new(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Resource<Cas>, StoreFault> {
         let label = self.bucket(&bucket)?.0.to_owned();
         Ok(self.table.push(Cas { label, key, seen: None })?)
     }
 
-    fn current(&mut self, cas: Resource<Cas>) -> Result<Option<Vec<u8>>, StoreFault> {
+    async fn current(&mut self, cas: Resource<Cas>) -> Result<Option<Vec<u8>>, StoreFault> {
         let handle = self.table.get(&cas)?;
-        let (value, seq, ticket) = self.ctx.kv.current(&handle.label, &handle.key)?;
-        self.table.get_mut(&cas)?.seen = Some(seq);
+        let (value, seen, ticket) = self.store(&handle.label)?.current(&handle.label, &handle.key).await?;
+        self.table.get_mut(&cas)?.seen = Some(seen);
         Ok(self.note((value, ticket)))
     }
 
-    fn drop(&mut self, cas: Resource<Cas>) -> wasmtime::Result<()> {
+    async fn drop(&mut self, cas: Resource<Cas>) -> wasmtime::Result<()> {
         self.table.delete(cas)?;
         Ok(())
     }
 }
 
 impl atomics::Host for KvView<'_> {
-    fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: i64) -> Result<i64, StoreFault> {
+    async fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: i64) -> Result<i64, StoreFault> {
         let (label, kv) = self.bucket(&bucket)?;
-        let counted = kv.increment(label, &key, delta)?;
+        let counted = kv.increment(label, &key, delta).await?;
         Ok(self.note(counted))
     }
 
-    fn swap(&mut self, cas: Resource<Cas>, value: Vec<u8>) -> wasmtime::Result<Result<(), atomics::CasError>> {
+    async fn swap(&mut self, cas: Resource<Cas>, value: Vec<u8>) -> wasmtime::Result<Result<(), atomics::CasError>> {
         let Cas { label, key, seen } = self.table.delete(cas)?;
-        let outcome = match self.ctx.kv.swap(&label, &key, seen.unwrap_or(0), value) {
+        let backend = match self.store(&label) {
+            Ok(backend) => backend,
+            Err(_) => return Ok(Err(atomics::CasError::StoreError(store::Error::NoSuchStore))),
+        };
+        let outcome = match backend.swap(&label, &key, seen, value).await {
             Ok(outcome) => outcome,
             Err(e) => return Ok(Err(atomics::CasError::StoreError(store::Error::Other(e.0)))),
         };
@@ -227,8 +237,8 @@ impl atomics::Host for KvView<'_> {
                 Ok(Ok(()))
             }
             // As Spin does, hand back a fresh handle that has read the current value.
-            Err(failed) => {
-                let fresh = self.table.push(Cas { label, key, seen: Some(failed.current_seq) })?;
+            Err(now) => {
+                let fresh = self.table.push(Cas { label, key, seen: Some(now) })?;
                 Ok(Err(atomics::CasError::CasFailed(fresh)))
             }
         }
@@ -236,32 +246,30 @@ impl atomics::Host for KvView<'_> {
 }
 
 impl batch::Host for KvView<'_> {
-    fn get_many(
+    async fn get_many(
         &mut self,
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> Result<Vec<(String, Option<Vec<u8>>)>, StoreFault> {
         let (label, kv) = self.bucket(&bucket)?;
-        let read = kv.get_many(label, &keys)?;
+        let read = kv.get_many(label, &keys).await?;
         Ok(self.note(read))
     }
 
-    fn set_many(&mut self, bucket: Resource<Bucket>, key_values: Vec<(String, Vec<u8>)>) -> Result<(), StoreFault> {
+    async fn set_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key_values: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), StoreFault> {
         let (label, kv) = self.bucket(&bucket)?;
-        let mut last = Ticket(0);
-        for (key, value) in key_values {
-            last = last.max(kv.set(label, &key, value)?);
-        }
+        let last = kv.set_many(label, key_values).await?;
         self.observe(last);
         Ok(())
     }
 
-    fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Result<(), StoreFault> {
+    async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Result<(), StoreFault> {
         let (label, kv) = self.bucket(&bucket)?;
-        let mut last = Ticket(0);
-        for key in keys {
-            last = last.max(kv.delete(label, &key)?);
-        }
+        let last = kv.delete_many(label, &keys).await?;
         self.observe(last);
         Ok(())
     }

@@ -4,13 +4,16 @@
 
 use super::instance::{self, ComponentState, HostState};
 use super::{ServeOptions, StoreChoice, engine};
+use crate::kv::redis::RedisKv;
 use crate::kv::sqlite::{Journal, SPIN_DB_FILE};
+use crate::kv::stores::Stores;
 use crate::kv::wasi::KvCtx;
 use crate::kv::{Faults, Kv, StatsSnapshot};
 use crate::manifest::{HttpTrigger, Manifest};
 use crate::router::Router;
+use crate::runtime_config::{KvStoreConfig, RuntimeConfig};
 use anyhow::{Context, Result, anyhow, bail};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +26,7 @@ use wasmtime_wasi_http::p3;
 pub struct App {
     manifest: Manifest,
     variables: HashMap<String, String>,
-    pub(super) kv: Arc<Kv>,
+    pub(super) stores: Arc<Stores>,
     store_location: String,
     pub(super) router: Router,
     pub(super) handlers: HashMap<String, ProxyHandler<ComponentState>>,
@@ -50,8 +53,6 @@ pub struct Compiled {
     pub cached: bool,
 }
 
-const STORE_LABELS: [&str; 1] = ["default"];
-
 impl App {
     /// Loads `spin.toml`, resolves variables from the environment, opens the
     /// store and compiles (or loads from cache) every component.
@@ -67,15 +68,8 @@ impl App {
     ) -> Result<App> {
         let manifest = Manifest::load(manifest_path)?;
         let variables = manifest.resolve_variables(env)?;
-        let (kv, store_location) = match store {
-            StoreChoice::Memory => (Kv::in_memory(), "in memory (--memory): gone on exit".to_string()),
-            StoreChoice::Durable(dir) => {
-                let path = dir.join(SPIN_DB_FILE);
-                let kv = Kv::durable(Journal::open(&path).map_err(|e| anyhow!(e.0))?).map_err(|e| anyhow!(e.0))?;
-                (kv, format!("{} (SQLite, Spin's layout, durable before each response)", path.display()))
-            }
-        };
-        let kv = Arc::new(kv);
+        let (stores, store_location) = open_stores(&store, &options.runtime_config)?;
+        let stores = Arc::new(stores);
 
         let (engine, cache) = engine::new(options.compile_cache.dir(&manifest).as_deref())?;
         let linker = instance::linker(&engine)?;
@@ -85,9 +79,11 @@ impl App {
         let mut compile_report = Vec::new();
         for (id, decl) in &manifest.components {
             for label in &decl.key_value_stores {
-                if !STORE_LABELS.contains(&label.as_str()) {
+                if stores.get(label).is_none() {
+                    let provided: Vec<&str> = stores.labels().collect();
                     bail!(
-                        "unknown key_value_stores label {label:?} for component {id:?} (only \"default\" is provided)"
+                        "unknown key_value_stores label {label:?} for component {id:?} (provided: {}; others need a runtime config)",
+                        provided.join(", ")
                     );
                 }
             }
@@ -106,9 +102,8 @@ impl App {
                 .with_context(|| format!("component {id} does not export wasi:http/handler@0.3.0-rc-2026-03-15"))?;
             let pre = ProxyPre::P3(service.clone());
             let kv_ctx = Arc::new(KvCtx {
-                kv: Arc::clone(&kv),
+                stores: Arc::clone(&stores),
                 labels: decl.key_value_stores.clone().into(),
-                provided: STORE_LABELS.iter().map(|s| s.to_string()).collect(),
                 variables: manifest.component_variables(id, &variables)?.into(),
             });
             let state =
@@ -124,7 +119,7 @@ impl App {
         Ok(App {
             manifest,
             variables,
-            kv,
+            stores,
             store_location,
             router,
             handlers,
@@ -157,12 +152,12 @@ impl App {
 
     /// The store's call counters since start.
     pub fn store_stats(&self) -> StatsSnapshot {
-        self.kv.stats()
+        self.stores.stats()
     }
 
     /// Makes the store fail as `faults` says, for testing.
     pub fn inject_faults(&self, faults: Faults) -> Result<()> {
-        self.kv.inject(faults).map_err(|e| anyhow!(e.0))
+        self.stores.inject(faults).map_err(|e| anyhow!(e.0))
     }
 
     /// Each component's Wasm size, by component id.
@@ -185,6 +180,45 @@ impl App {
         pre.instantiate_async(&mut bundle.store).await?;
         Ok(started.elapsed())
     }
+}
+
+/// The app's stores: `default` and every label of the runtime config, the
+/// `spin` ones (and `default`, unless the config says otherwise) on the
+/// host's own store, in memory or in one SQLite file; and where they are,
+/// in words.
+fn open_stores(choice: &StoreChoice, config: &RuntimeConfig) -> Result<(Stores, String)> {
+    let mut labels: BTreeMap<String, Option<RedisKv>> = BTreeMap::from([("default".to_string(), None)]);
+    for (label, store) in &config.key_value_stores {
+        let redis = match store {
+            KvStoreConfig::Spin { .. } => None,
+            KvStoreConfig::Redis { url } => Some(RedisKv::connect(url).map_err(|e| anyhow!(e.0))?),
+        };
+        labels.insert(label.clone(), redis);
+    }
+    let any_local = labels.values().any(Option::is_none);
+    let (local, local_location) = match choice {
+        StoreChoice::Memory => (Kv::in_memory(), "in memory (--memory): gone on exit".to_string()),
+        StoreChoice::Durable(_) if !any_local => (Kv::in_memory(), String::new()),
+        StoreChoice::Durable(dir) => {
+            let path = match config.local_path()? {
+                Some(path) => path.to_path_buf(),
+                None => dir.join(SPIN_DB_FILE),
+            };
+            let kv = Kv::durable(Journal::open(&path).map_err(|e| anyhow!(e.0))?).map_err(|e| anyhow!(e.0))?;
+            (kv, format!("{} (SQLite, Spin's layout, durable before each response)", path.display()))
+        }
+    };
+    let stores = Stores::new(local, labels);
+    let location = if stores.uses_redis() {
+        let mut parts = stores.describe();
+        if any_local {
+            parts.push(format!("the host's store: {local_location}"));
+        }
+        parts.join("; ")
+    } else {
+        local_location
+    };
+    Ok((stores, location))
 }
 
 /// Compiles a component; wasmtime's cache, when on, loads an unchanged one

@@ -65,6 +65,9 @@ pub struct ServeOptions {
     /// The components' wall clock, for tests (`--clock-file`); `None`: the real one.
     pub wall_clock: Option<crate::clock::FileClock>,
     pub compile_cache: CompileCache,
+    /// Spin's runtime config: which labels live where (`--runtime-config-file`);
+    /// empty: only `default`, on the host's own store.
+    pub runtime_config: crate::runtime_config::RuntimeConfig,
 }
 
 impl Default for ServeOptions {
@@ -77,6 +80,7 @@ impl Default for ServeOptions {
             max_running_requests: DEFAULT_MAX_RUNNING_REQUESTS,
             wall_clock: None,
             compile_cache: CompileCache::default(),
+            runtime_config: Default::default(),
         }
     }
 }

@@ -7,7 +7,7 @@ use super::body::{self, Body};
 use super::instance::ComponentState;
 use super::permits::{Permit, Permits};
 use super::spin_headers::with_spin_headers;
-use crate::kv::Kv;
+use crate::kv::stores::Stores;
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -93,7 +93,7 @@ impl Running {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        self.shared.app.kv.flush().map_err(|e| anyhow!(e.0))
+        self.shared.app.stores.flush().map_err(|e| anyhow!(e.0))
     }
 }
 
@@ -170,7 +170,7 @@ async fn handle(shared: Arc<Shared>, req: hyper::Request<Incoming>, client: Sock
     let request_id = shared.next_request.fetch_add(1, Ordering::Relaxed);
     let started = std::time::Instant::now();
     let permit = shared.permits.acquire().await;
-    let outcome = run_component(&handler, Arc::clone(&shared.app.kv), request, permit).await;
+    let outcome = run_component(&handler, Arc::clone(&shared.app.stores), request, permit).await;
     if let Some(tally) = shared.timings.get(&component) {
         tally.requests.fetch_add(1, Ordering::Relaxed);
         tally.nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -192,7 +192,7 @@ async fn handle(shared: Arc<Shared>, req: hyper::Request<Incoming>, client: Sock
 /// leaves. A commit therefore holds neither an instance nor a permit.
 async fn run_component(
     handler: &ProxyHandler<ComponentState>,
-    kv: Arc<Kv>,
+    stores: Arc<Stores>,
     request: hyper::Request<Body>,
     permit: Permit,
 ) -> Result<hyper::Response<Body>> {
@@ -238,6 +238,6 @@ async fn run_component(
     let (response, ticket) = rx.await.map_err(|_| anyhow!("the component instance died before answering (trap)"))??;
     let (parts, body) = response.into_parts();
     let body = body::read_response_body(body).await?;
-    kv.wait(ticket).await.map_err(|e| anyhow!("store: {e}"))?;
+    stores.wait(ticket).await.map_err(|e| anyhow!("store: {e}"))?;
     Ok(hyper::Response::from_parts(parts, body))
 }
