@@ -2,6 +2,8 @@
 //! the test host supplies the same names), parsed and checked once.
 
 use crate::error::Error;
+use crate::id::SETS;
+use crate::keys;
 use crate::record::Strategy;
 
 pub struct Variable {
@@ -55,6 +57,12 @@ pub const VARIABLES: &[Variable] = &[
         secret: false,
         meaning: "how new packets serialize opens: cas (compare-and-set of the packet), cursor (pre-allocated shares), or auto (cursor from 100 shares, cas below)",
     },
+    Variable {
+        name: "kv_layout",
+        default: Some("single"),
+        secret: false,
+        meaning: "where keys live: single (all in the store labelled default) or sets (SET n's packet keys in store setN, the rest in users: spin.sets.toml)",
+    },
 ];
 
 /// A packet's whole money life (payment window + TTL + sweep) must fit in the
@@ -81,6 +89,45 @@ pub struct Config {
     pub open_strategy: OpenStrategy,
     /// Whether the store's `get-many` may be used (see `VARIABLES`).
     pub kv_batch_reads: bool,
+    pub kv_layout: KvLayout,
+}
+
+/// The `kv_layout` variable: which store label a key lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvLayout {
+    /// Every key in `default` (spin.toml).
+    Single,
+    /// SET n's packet keys in `setN`, every other key in `users`, so each
+    /// SET can have a store (a Redis server) of its own (spin.sets.toml).
+    PerSet,
+}
+
+impl KvLayout {
+    pub fn parse(s: &str) -> Option<KvLayout> {
+        match s {
+            "single" => Some(KvLayout::Single),
+            "sets" => Some(KvLayout::PerSet),
+            _ => None,
+        }
+    }
+
+    /// The store labels of the layout, as a manifest grants them.
+    pub fn labels(self) -> &'static [&'static str] {
+        match self {
+            KvLayout::Single => &["default"],
+            KvLayout::PerSet => {
+                &["set0", "set1", "set2", "set3", "set4", "set5", "set6", "set7", "set8", "set9", "users"]
+            }
+        }
+    }
+
+    /// Which of `labels()` holds `key`: its SET's, else the last (`users`).
+    pub fn label_index(self, key: &str) -> usize {
+        match self {
+            KvLayout::Single => 0,
+            KvLayout::PerSet => keys::set_of(key).map_or(SETS as usize, |set| set as usize),
+        }
+    }
 }
 
 /// The `open_strategy` variable: one strategy for every new packet, or
@@ -163,6 +210,11 @@ impl Config {
                 other => {
                     return Err(Error::Internal(format!("variable kv_batch_reads must be true or false, not {other}")));
                 }
+            },
+            kv_layout: {
+                let text = value("kv_layout")?;
+                KvLayout::parse(text.trim())
+                    .ok_or_else(|| Error::Internal(format!("variable kv_layout must be single or sets, not {text}")))?
             },
             open_strategy: {
                 let text = value("open_strategy")?;
@@ -265,6 +317,7 @@ mod tests {
             })
         };
         assert!(Config::for_tests().kv_batch_reads);
+        assert_eq!(Config::for_tests().kv_layout, KvLayout::Single);
         assert!(!with("false").unwrap().kv_batch_reads);
         assert!(matches!(with("no"), Err(Error::Internal(m)) if m.contains("kv_batch_reads")));
     }

@@ -37,6 +37,16 @@ fn concat<'a>(pieces: impl Iterator<Item = &'a str> + Clone) -> String {
     key
 }
 
+/// The SET a key belongs to: `Some(n)` for every key of SET n's packets and
+/// indexes (`s{n}/...`), `None` for the user-centric and payment keys. A
+/// deployment may keep each SET in a store of its own (`KvLayout::PerSet`).
+pub fn set_of(key: &str) -> Option<u32> {
+    match key.as_bytes() {
+        [b's', digit @ b'0'..=b'9', b'/', ..] => Some(u32::from(digit - b'0')),
+        _ => None,
+    }
+}
+
 /// The packet record (CAS-updated, carries `version`).
 pub fn packet(id: &PacketId) -> String {
     in_table(id, &["/p/", id.as_str()])
@@ -232,6 +242,39 @@ mod tests {
         for name in ["alice", "bob", "x", "user_with-64-chars"] {
             assert_eq!(user(name), format!("u{:02}/{name}", fnv1a(name.as_bytes()) % 100));
         }
+    }
+
+    #[test]
+    fn every_packet_key_names_its_packets_set_and_no_user_key_names_one() {
+        let day = Day { year: 2026, month: 12, day: 7 };
+        let mut rng = SplitMix64(9);
+        for _ in 0..200 {
+            let id = PacketId::generate(day, &mut rng);
+            let set = Some(id.set());
+            for key in [
+                packet(&id),
+                admission(&id, 3),
+                user_admission(&id, "bob", 3),
+                credit_election(&id, "refund"),
+                share(&id, 1),
+                cursor(&id),
+                share_of(&id, "s1/"),
+                open_marker(&id, "bob"),
+                unpaid_release(&id),
+                day_index(id.set(), day).slot(1),
+                day_index_cleaned(id.set(), day),
+                paid_index(id.set(), day).len_key(),
+                paid_index_low(id.set(), day),
+            ] {
+                assert_eq!(set_of(&key), set, "{key}");
+            }
+        }
+        for name in ["s1", "s1/x", "alice"] {
+            for key in [user(name), wrap_request(name, "r"), sent(name, day).len_key(), wallet_days(name).slot(0)] {
+                assert_eq!(set_of(&key), None, "{key}");
+            }
+        }
+        assert_eq!(set_of(&payment_binding("s1/")), None);
     }
 
     #[test]

@@ -1,5 +1,9 @@
-//! `wasi:keyvalue@0.2.0-draft2` as a `hongbao::Store`.
+//! `wasi:keyvalue@0.2.0-draft2` as a `hongbao::Store`: one bucket
+//! (`KvStore`), and the buckets of a layout (`Stores`), which routes each
+//! key to its SET's label.
 
+use hongbao::config::KvLayout;
+use hongbao::id::SETS;
 use hongbao::store::{Store, StoreError, SwapError};
 use spin_sdk::experimental::wasi::keyvalue::{atomics, batch, store};
 
@@ -19,24 +23,132 @@ impl KvStore {
     pub fn use_batch_reads(&self, on: bool) {
         self.batch_reads.set(on);
     }
+}
 
-    /// The bucket, opened once per instance and kept for the requests the
-    /// instance serves after (its handle lives in the instance's resource
-    /// table, which lasts as long as the instance).
-    pub fn shared(label: &str) -> Result<std::rc::Rc<KvStore>, StoreError> {
+/// The store as the layout says: every key in `default`, or each SET's keys
+/// in that SET's label and the rest in `users` (`KvLayout::label_index`).
+/// Buckets are opened on first use and kept for the instance's life (their
+/// handles live in its resource table).
+pub struct Stores {
+    layout: KvLayout,
+    /// By index into `layout.labels()`.
+    buckets: [std::cell::OnceCell<KvStore>; SETS as usize + 1],
+    batch_reads: std::cell::Cell<bool>,
+}
+
+impl Stores {
+    /// The instance's stores for `layout` (opened once; a layout other than
+    /// the first one asked for gets stores of its own, for tests).
+    pub fn shared(layout: KvLayout) -> std::rc::Rc<Stores> {
         thread_local! {
-            static OPEN: std::cell::RefCell<Option<(String, std::rc::Rc<KvStore>)>> = const { std::cell::RefCell::new(None) };
+            static OPEN: std::cell::RefCell<Vec<std::rc::Rc<Stores>>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         OPEN.with(|open| {
             let mut open = open.borrow_mut();
-            if let Some((opened, store)) = open.as_ref().filter(|(opened, _)| opened == label) {
-                let _ = opened;
-                return Ok(std::rc::Rc::clone(store));
+            if let Some(stores) = open.iter().find(|s| s.layout == layout) {
+                return std::rc::Rc::clone(stores);
             }
-            let store = std::rc::Rc::new(KvStore::open(label)?);
-            *open = Some((label.to_owned(), std::rc::Rc::clone(&store)));
-            Ok(store)
+            let stores = std::rc::Rc::new(Stores {
+                layout,
+                buckets: Default::default(),
+                batch_reads: std::cell::Cell::new(true),
+            });
+            open.push(std::rc::Rc::clone(&stores));
+            stores
         })
+    }
+
+    pub fn use_batch_reads(&self, on: bool) {
+        self.batch_reads.set(on);
+    }
+
+    /// Which bucket `key` lives in (an index into `buckets`).
+    fn index(&self, key: &str) -> usize {
+        self.layout.label_index(key)
+    }
+
+    fn bucket(&self, index: usize) -> Result<&KvStore, StoreError> {
+        let cell = &self.buckets[index];
+        if let Some(bucket) = cell.get() {
+            return Ok(bucket);
+        }
+        let bucket = KvStore::open(self.layout.labels()[index])?;
+        Ok(cell.get_or_init(|| bucket))
+    }
+
+    fn for_key(&self, key: &str) -> Result<&KvStore, StoreError> {
+        let bucket = self.bucket(self.index(key))?;
+        bucket.use_batch_reads(self.batch_reads.get());
+        Ok(bucket)
+    }
+
+    /// Keys grouped by bucket, each with its position in `keys`, in order.
+    fn by_bucket<'k>(&self, keys: impl Iterator<Item = &'k str>) -> Vec<(usize, Vec<usize>)> {
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (position, key) in keys.enumerate() {
+            let index = self.index(key);
+            match groups.iter_mut().find(|(i, _)| *i == index) {
+                Some((_, positions)) => positions.push(position),
+                None => groups.push((index, vec![position])),
+            }
+        }
+        groups
+    }
+}
+
+impl Store for Stores {
+    type Cas = atomics::Cas;
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.for_key(key)?.get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.for_key(key)?.set(key, value)
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.for_key(key)?.delete(key)
+    }
+
+    fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        self.for_key(key)?.exists(key)
+    }
+
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let mut values = vec![None; keys.len()];
+        for (_, positions) in self.by_bucket(keys.iter().map(String::as_str)) {
+            let group: Vec<String> = positions.iter().map(|&p| keys[p].clone()).collect();
+            let found = self.for_key(&group[0])?.get_many(&group)?;
+            for (position, value) in positions.into_iter().zip(found) {
+                values[position] = value;
+            }
+        }
+        Ok(values)
+    }
+
+    fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        for (_, positions) in self.by_bucket(entries.iter().map(|(k, _)| k.as_str())) {
+            let group: Vec<(String, Vec<u8>)> = positions.iter().map(|&p| entries[p].clone()).collect();
+            self.for_key(&group[0].0)?.set_many(&group)?;
+        }
+        Ok(())
+    }
+
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        self.for_key(key)?.increment(key, delta)
+    }
+
+    fn cas(&self, key: &str) -> Result<atomics::Cas, StoreError> {
+        self.for_key(key)?.cas(key)
+    }
+
+    fn current(&self, cas: &atomics::Cas) -> Result<Option<Vec<u8>>, StoreError> {
+        cas.current().map_err(error)
+    }
+
+    fn swap(&self, cas: atomics::Cas, value: &[u8]) -> Result<(), SwapError> {
+        swap(cas, value)
     }
 }
 
@@ -98,11 +210,16 @@ impl Store for KvStore {
     }
 
     fn swap(&self, cas: atomics::Cas, value: &[u8]) -> Result<(), SwapError> {
-        atomics::swap(cas, value).map_err(|e| match e {
-            atomics::CasError::CasFailed(_) => SwapError::CasFailed,
-            atomics::CasError::StoreError(e) => SwapError::Store(error(e)),
-        })
+        swap(cas, value)
     }
+}
+
+/// `atomics.swap` (a handle knows its bucket).
+fn swap(cas: atomics::Cas, value: &[u8]) -> Result<(), SwapError> {
+    atomics::swap(cas, value).map_err(|e| match e {
+        atomics::CasError::CasFailed(_) => SwapError::CasFailed,
+        atomics::CasError::StoreError(e) => SwapError::Store(error(e)),
+    })
 }
 
 /// `get-many` answers (key, value) pairs and Spin's SQLite store leaves

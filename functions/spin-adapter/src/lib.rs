@@ -26,9 +26,6 @@ use hongbao::{Config, Env, Error, Timestamp};
 use spin_sdk::wasip3::http::types::{ErrorCode, Fields, Method, Request, Response};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The store label every component uses (see spin.toml and shared/README.md).
-pub const STORE_LABEL: &str = "default";
-
 /// Declares a Spin component serving the given endpoints.
 #[macro_export]
 macro_rules! component {
@@ -69,16 +66,14 @@ pub async fn serve<const ENDPOINTS: u32>(request: Request) -> Result<Response, E
         Err(e) => return respond(hongbao::http::Response::error(&e)).await,
     };
     let request = hongbao::http::Request { method: &method, path, query, header: &header, body: &body };
-    let response = match kv::KvStore::shared(STORE_LABEL) {
-        Ok(store) => {
-            let config = load_config(ENDPOINTS);
-            if let Ok(config) = config {
-                store.use_batch_reads(config.kv_batch_reads);
-            }
-            hongbao::http::serve::<ENDPOINTS, _>(&*store, config, system_env(), &request)
-        }
-        Err(e) => hongbao::http::Response::error(&Error::from(e)),
-    };
+    let config = load_config(ENDPOINTS);
+    // A config that failed to load answers its error; any layout will do.
+    let layout = config.as_ref().map_or(hongbao::config::KvLayout::Single, |c| c.kv_layout);
+    let store = kv::Stores::shared(layout);
+    if let Ok(config) = config {
+        store.use_batch_reads(config.kv_batch_reads);
+    }
+    let response = hongbao::http::serve::<ENDPOINTS, _>(&*store, config, system_env(), &request);
     if response.status >= 500 {
         // Spin collects component stderr in its logs.
         eprintln!("{method} {path} -> {} {}", response.status, String::from_utf8_lossy(&response.body));

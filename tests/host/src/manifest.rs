@@ -8,6 +8,23 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+/// `spin.toml`'s twin that gives each SET a store label of its own
+/// (`KvLayout::PerSet`: set0..set9 and users, which a runtime config maps to
+/// separate Redis servers): the same text, with every component granted
+/// those labels and the `kv_layout` variable defaulting to `sets`.
+/// spin.sets.toml is this function's output (a test checks it).
+pub fn per_set_manifest(spin_toml: &str) -> String {
+    let labels: Vec<String> =
+        hongbao::config::KvLayout::PerSet.labels().iter().map(|label| format!("\"{label}\"")).collect();
+    let header = "# GENERATED from spin.toml (hongbao_host::manifest::per_set_manifest): do not edit; a store\n\
+                  # label per SET. Serve it with a runtime config that defines every label, e.g.\n\
+                  #   spin up -f spin.sets.toml --runtime-config-file runtime-config.sets.toml\n";
+    let body = spin_toml
+        .replace("key_value_stores = [\"default\"]", &format!("key_value_stores = [{}]", labels.join(", ")))
+        .replace("kv_layout = { default = \"single\"", "kv_layout = { default = \"sets\"");
+    format!("{header}{body}")
+}
+
 #[derive(Debug)]
 pub struct Manifest {
     /// The directory holding spin.toml: sources and build commands are relative to it.

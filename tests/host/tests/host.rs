@@ -245,6 +245,33 @@ fn the_manifest_declares_exactly_the_contracts_variables() {
     }
 }
 
+/// spin.sets.toml is spin.toml with a store label per SET, generated (so the
+/// two never drift): `HONGBAO_WRITE_MANIFESTS=1 cargo test -p hongbao-host
+/// --test host` writes it again after spin.toml changes.
+#[test]
+fn the_per_set_manifest_is_spin_toml_with_a_label_per_set() {
+    let spin_toml = std::fs::read_to_string(app_manifest()).unwrap();
+    let expected = hongbao_host::manifest::per_set_manifest(&spin_toml);
+    let path = root().join("spin.sets.toml");
+    if std::env::var_os("HONGBAO_WRITE_MANIFESTS").is_some() {
+        std::fs::write(&path, &expected).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == expected,
+        "spin.sets.toml is stale: HONGBAO_WRITE_MANIFESTS=1 cargo test -p hongbao-host --test host"
+    );
+    let manifest = hongbao_host::manifest::Manifest::load(&path).unwrap();
+    let labels: Vec<String> = hongbao::config::KvLayout::PerSet.labels().iter().map(|l| l.to_string()).collect();
+    assert_eq!(labels.len(), hongbao::id::SETS as usize + 1);
+    for (id, component) in &manifest.components {
+        if id != "healthz" {
+            assert_eq!(component.key_value_stores, labels, "{id}");
+        }
+    }
+    assert_eq!(manifest.variables["kv_layout"].default.as_deref(), Some("sets"));
+}
+
 /// Every endpoint of the contract reaches the component that serves it: an
 /// unauthenticated call answers 401 from the operation, not the catch-all's
 /// 404 or another component's 405.
