@@ -14,6 +14,12 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 pub struct Client {
+    /// One connection per host; requests take turns (`spread`).
+    hosts: Vec<Connection>,
+    next: usize,
+}
+
+struct Connection {
     addr: SocketAddr,
     sender: Option<SendRequest<Full<Bytes>>>,
 }
@@ -42,9 +48,38 @@ impl Reply {
 
 impl Client {
     pub fn new(addr: SocketAddr) -> Client {
-        Client { addr, sender: None }
+        Client::spread(&[addr])
     }
 
+    /// A client of several hosts serving one dataset: each request goes to
+    /// the next host in turn, as a load balancer would send them.
+    pub fn spread(addrs: &[SocketAddr]) -> Client {
+        assert!(!addrs.is_empty(), "a client needs a host");
+        Client { hosts: addrs.iter().map(|&addr| Connection { addr, sender: None }).collect(), next: 0 }
+    }
+
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<Reply> {
+        let host = self.next % self.hosts.len();
+        self.next = self.next.wrapping_add(1);
+        self.hosts[host].send(method, path, headers, body.into()).await
+    }
+
+    pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<Reply> {
+        self.send("GET", path, headers, Bytes::new()).await
+    }
+
+    pub async fn post(&mut self, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Result<Reply> {
+        self.send("POST", path, headers, body).await
+    }
+}
+
+impl Connection {
     async fn connect(&mut self) -> Result<&mut SendRequest<Full<Bytes>>> {
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             let stream = TcpStream::connect(self.addr).await.with_context(|| format!("connecting to {}", self.addr))?;
@@ -59,18 +94,11 @@ impl Client {
         Ok(self.sender.as_mut().expect("connected"))
     }
 
-    pub async fn send(
-        &mut self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> Result<Reply> {
+    async fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: Bytes) -> Result<Reply> {
         let mut builder = http::Request::builder().method(method).uri(path).header("host", self.addr.to_string());
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let body: Bytes = body.into();
         if !body.is_empty() {
             builder = builder.header("content-type", "application/json");
         }
@@ -104,14 +132,6 @@ impl Client {
             return Ok(Err(e));
         }
         Ok(sender.send_request(request).await)
-    }
-
-    pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<Reply> {
-        self.send("GET", path, headers, Bytes::new()).await
-    }
-
-    pub async fn post(&mut self, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Result<Reply> {
-        self.send("POST", path, headers, body).await
     }
 }
 

@@ -1,7 +1,8 @@
 //! The HTTP contract end to end, through the real components, black-box:
 //! authentication, idempotent replays, every error code, and a packet's
 //! money through settle and reconcile. Each test runs on every target: this
-//! project's host, the host playing Spin 4.0.2's Redis store, and the real
+//! project's host, the host playing Spin 4.0.2's Redis store, two hosts
+//! sharing per-SET Redis servers (requests taking turns), and the real
 //! Spin binary (`SPIN_BIN`, or `spin` on PATH) with its default SQLite store
 //! and with a Redis store (skipped, with one line saying so, without one).
 
@@ -22,6 +23,10 @@ macro_rules! on_every_target {
             #[tokio::test(flavor = "multi_thread")]
             async fn on_host_as_spin_redis() {
                 super::$name(Target::HostAsSpinRedis).await
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn on_two_hosts_over_redis() {
+                super::$name(Target::TwoHostsOnRedis).await
             }
             #[tokio::test(flavor = "multi_thread")]
             async fn on_spin_sqlite() {
@@ -49,7 +54,7 @@ fn wrap_body(rid: &str, total: u64, count: u32) -> serde_json::Value {
 
 async fn authentication_is_enforced_everywhere(target: Target) {
     let Some(host) = target.start(HostSpec::app()) else { return };
-    let mut api = Api::new(host.addr);
+    let mut api = host.api();
     let id = api.paid_packet("alice", "lucky", 500, 5).await;
 
     // Users: missing, malformed, badly signed, expired.
@@ -100,7 +105,7 @@ async fn authentication_is_enforced_everywhere(target: Target) {
 
 async fn replays_are_idempotent_and_conflicts_are_refused(target: Target) {
     let Some(host) = target.start(HostSpec::app()) else { return };
-    let mut api = Api::new(host.addr);
+    let mut api = host.api();
 
     let first = api.wrap("alice", wrap_body("req-1", 1000, 4)).await;
     assert_eq!(first.status, 201);
@@ -141,7 +146,7 @@ async fn replays_are_idempotent_and_conflicts_are_refused(target: Target) {
 
 async fn bad_input_gets_the_contracts_codes(target: Target) {
     let Some(host) = target.start(HostSpec::app().var("max_count", "5")) else { return };
-    let mut api = Api::new(host.addr);
+    let mut api = host.api();
     let alice = bearer("alice");
     let c = &mut api.client;
     let post = |path: &str| path.to_string();
@@ -237,7 +242,8 @@ async fn bodies_without_a_declared_length_stream_to_the_component(target: Target
     assert!(answer.contains("\"awaiting_payment\""), "{answer}");
     // Past the limit while streaming: refused, as a declared length would be.
     let big = format!("{{\"request_id\":\"{}\"}}", "x".repeat(40 * 1024));
-    let (status, answer) = post_chunked(host.addr, "/v1/packets", &alice, &[big.as_bytes(), big.as_bytes()]).await;
+    let last = *host.addrs.last().unwrap();
+    let (status, answer) = post_chunked(last, "/v1/packets", &alice, &[big.as_bytes(), big.as_bytes()]).await;
     assert_eq!(status, 413, "{answer}");
     assert!(answer.contains("payload_too_large"), "{answer}");
 }
@@ -246,7 +252,7 @@ async fn bodies_without_a_declared_length_stream_to_the_component(target: Target
 /// reconcile and the user lists, with a packet's money followed to the fen.
 async fn claims_settle_into_wallets_and_reconcile(target: Target) {
     let Some(host) = target.start(HostSpec::app()) else { return };
-    let mut api = Api::new(host.addr);
+    let mut api = host.api();
     let id = api.paid_packet("alice", "lucky", 1_000, 3).await;
     let mut claimed = 0;
     for user in ["bob", "carol"] {

@@ -267,22 +267,75 @@ pub async fn grab_and_open(api: &mut Api, id: &str, user: &str) -> anyhow::Resul
 }
 
 /// Where the contract suite runs: this project's host, the host playing
-/// Spin 4.0.2's Redis store (`--kv-compat spin-redis`), or the real Spin
-/// binary with its default SQLite store or with a Redis store.
+/// Spin 4.0.2's Redis store (`--kv-compat spin-redis`), two hosts sharing
+/// per-SET Redis servers, or the real Spin binary with its default SQLite
+/// store or with a Redis store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
     Host,
     HostAsSpinRedis,
+    TwoHostsOnRedis,
     Spin,
     SpinRedis,
 }
 
 /// A running target; its processes are stopped when dropped.
 pub struct Server {
+    /// The first host's address (the only one, but for `TwoHostsOnRedis`).
     pub addr: SocketAddr,
-    _host: Option<HostProcess>,
+    pub addrs: Vec<SocketAddr>,
+    _hosts: Vec<HostProcess>,
     _spin: Option<SpinUp>,
+    _fleet: Option<RedisFleet>,
     _redis: Option<RedisServer>,
+}
+
+impl Server {
+    fn of_hosts(hosts: Vec<HostProcess>, fleet: Option<RedisFleet>) -> Server {
+        let addrs: Vec<SocketAddr> = hosts.iter().map(|h| h.addr).collect();
+        Server { addr: addrs[0], addrs, _hosts: hosts, _spin: None, _fleet: fleet, _redis: None }
+    }
+
+    /// A client of the contract whose requests take turns over every host.
+    pub fn api(&self) -> Api {
+        Api { client: Client::spread(&self.addrs) }
+    }
+}
+
+/// Redis servers for the per-SET layout (spin.sets.toml), durable (AOF,
+/// fsync on every write), and the runtime config that maps the labels to
+/// them: SETs 0-4 on the first, SETs 5-9 and `users` on the second.
+pub struct RedisFleet {
+    pub servers: Vec<RedisServer>,
+    pub runtime_config: PathBuf,
+    _dir: TempDir,
+}
+
+impl RedisFleet {
+    /// `None` (after a line saying so) where there is no redis-server.
+    pub fn start() -> Option<RedisFleet> {
+        if !RedisServer::available() {
+            eprintln!("skipped on Redis: no redis-server binary (apt-get install redis-server)");
+            return None;
+        }
+        let servers = vec![RedisServer::start_durable().unwrap(), RedisServer::start_durable().unwrap()];
+        let dir = TempDir::new("fleet").unwrap();
+        let mut text = String::new();
+        for (i, label) in hongbao::config::KvLayout::PerSet.labels().iter().enumerate() {
+            let server = &servers[usize::from(i >= 5)];
+            text.push_str(&format!("[key_value_store.{label}]\ntype = \"redis\"\nurl = \"{}\"\n\n", server.url()));
+        }
+        let runtime_config = dir.0.join("runtime-config.toml");
+        std::fs::write(&runtime_config, text).unwrap();
+        Some(RedisFleet { servers, runtime_config, _dir: dir })
+    }
+
+    /// `spec` on the per-SET manifest, served from this fleet.
+    pub fn host_spec(&self, spec: HostSpec) -> HostSpec {
+        HostSpec { manifest: root().join("spin.sets.toml"), ..spec }
+            .arg("--runtime-config-file")
+            .arg(self.runtime_config.to_str().unwrap())
+    }
 }
 
 impl Target {
@@ -292,19 +345,31 @@ impl Target {
         // Spin 4.0.2's Redis get-many fails: read one key at a time there.
         let spec = match self {
             Target::HostAsSpinRedis | Target::SpinRedis => spec.var("kv_batch_reads", "false"),
-            Target::Host | Target::Spin => spec,
+            Target::Host | Target::TwoHostsOnRedis | Target::Spin => spec,
         };
         match self {
             Target::Host | Target::HostAsSpinRedis => {
                 let spec = if self == Target::Host { spec } else { spec.arg("--kv-compat").arg("spin-redis") };
-                let host = HostProcess::start(&spec);
-                Some(Server { addr: host.addr, _host: Some(host), _spin: None, _redis: None })
+                Some(Server::of_hosts(vec![HostProcess::start(&spec)], None))
+            }
+            Target::TwoHostsOnRedis => {
+                let fleet = RedisFleet::start()?;
+                let spec = fleet.host_spec(spec);
+                let hosts = vec![HostProcess::start(&spec), HostProcess::start(&spec)];
+                Some(Server::of_hosts(hosts, Some(fleet)))
             }
             Target::Spin | Target::SpinRedis => {
                 let bin = spin_binary_or_skip()?;
                 let redis = (self == Target::SpinRedis).then(|| RedisServer::start().expect("redis-server starts"));
                 let spin = spin_up(&bin, &spec, redis.as_ref());
-                Some(Server { addr: spin.addr, _host: None, _spin: Some(spin), _redis: redis })
+                Some(Server {
+                    addr: spin.addr,
+                    addrs: vec![spin.addr],
+                    _hosts: Vec::new(),
+                    _spin: Some(spin),
+                    _fleet: None,
+                    _redis: redis,
+                })
             }
         }
     }
