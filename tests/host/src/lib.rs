@@ -20,6 +20,7 @@ pub mod clock;
 pub mod external;
 pub mod kv;
 pub mod manifest;
+pub mod metrics;
 pub mod router;
 pub mod runtime_config;
 pub mod server;

@@ -80,6 +80,9 @@ struct UpArgs {
     /// store: every swap reports cas-failed, written or not; batch reads fail).
     #[arg(long, value_name = "BACKEND", value_parser = ["spin-redis"])]
     kv_compat: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (keep it off the public port).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// Spin's runtime config: `[key_value_store.<label>]` with `type = "redis"` and `url`, or
     /// `type = "spin"` (the host's own store), as `spin up --runtime-config-file`.
     #[arg(long, value_name = "FILE")]
@@ -170,7 +173,12 @@ async fn up(manifest: PathBuf, args: UpArgs) -> Result<()> {
     for Compiled { component, took, cached } in app.compile_report() {
         eprintln!("  component {component}: {} in {took:.1?}", if *cached { "loaded from cache" } else { "compiled" });
     }
+    let metrics = app.metrics();
     let running = serve(app, args.listen).await?;
+    if let Some(addr) = args.metrics_listen {
+        let bound = hongbao_host::metrics::serve(metrics, addr).await?;
+        eprintln!("hongbao-host: metrics on http://{bound}/metrics");
+    }
     eprintln!("hongbao-host: serving on http://{}", running.addr());
     for t in running.app().triggers() {
         eprintln!("  {:<28} -> {}", t.route, t.component);

@@ -82,8 +82,14 @@ async fn fleet_run(faults: Option<&str>) {
             }
         })
     };
-    let mut spec =
-        fleet.host_spec(HostSpec::app()).var("packet_ttl_seconds", "600").clock(&clock).arg("--tick").arg("1");
+    let mut spec = fleet
+        .host_spec(HostSpec::app())
+        .var("packet_ttl_seconds", "600")
+        .clock(&clock)
+        .arg("--tick")
+        .arg("1")
+        .arg("--metrics-listen")
+        .arg("127.0.0.1:0");
     if let Some(faults) = faults {
         spec = spec.arg("--faults").arg(faults);
     }
@@ -208,4 +214,29 @@ async fn fleet_run(faults: Option<&str>) {
     assert_eq!(books.report.claimed_fen, claimed_fen, "{books:?}");
     assert_eq!(books.report.claimed_fen + books.report.refunded_fen, total, "{books:?}");
     assert_eq!(books.report.credited_fen, total, "{books:?}");
+
+    // Each surviving host tells Prometheus what it served (requests take
+    // turns over the hosts, so which host served the opens varies).
+    let (mut opens, mut open_calls, mut redis_errors) = (0.0, 0.0, 0.0);
+    for host in &hosts[1..] {
+        let line = host.log_line("metrics on http://").await;
+        let addr = line.split("http://").nth(1).unwrap().trim_end_matches("/metrics").parse().unwrap();
+        let text = hongbao_host::client::Client::new(addr).get("/metrics", &[]).await.unwrap();
+        let text = String::from_utf8(text.body.to_vec()).unwrap();
+        let value = |prefix: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(prefix))
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+                .sum()
+        };
+        assert!(value("hongbao_requests_total{route=\"/v1/packets/:id\",status=\"200\"}") > 0.0, "{text}");
+        assert!(value("hongbao_store_calls_total{component=\"admin-settle\"}") > 0.0, "{text}");
+        assert!(value("hongbao_instances_created_total{component=\"query\"}") > 0.0, "{text}");
+        assert!(value("hongbao_request_duration_seconds_count{route=\"/v1/admin/settle\"}") > 0.0, "ticks: {text}");
+        opens += value("hongbao_requests_total{route=\"/v1/packets/:id/open\",status=\"200\"}");
+        open_calls += value("hongbao_store_calls_total{component=\"open\"}");
+        redis_errors += value("hongbao_redis_errors_total");
+    }
+    assert!(opens > 0.0 && open_calls > opens, "{opens} opens, {open_calls} store calls");
+    eprintln!("Redis errors seen by the surviving hosts (the restart): {redis_errors}");
 }

@@ -17,6 +17,7 @@
 //! retried here, where a repeated `INCRBY` would count twice.
 
 use super::{Faults, KvError, Stats};
+use prometheus_client::metrics::counter::Counter;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
@@ -45,6 +46,8 @@ pub struct RedisKv {
     swap: redis::Script,
     pub stats: Stats,
     faults: OnceLock<Faults>,
+    /// Failed calls (a metric; unregistered unless `count_errors_in`).
+    errors: Counter,
 }
 
 /// What a swap found when it did not write: the key's value now.
@@ -74,7 +77,18 @@ impl RedisKv {
             swap: redis::Script::new(SWAP_SCRIPT),
             stats: Stats::default(),
             faults: OnceLock::new(),
+            errors: Counter::default(),
         })
+    }
+
+    /// Counts every failed call in `errors` (a host's metric).
+    pub fn count_errors_in(self, errors: Counter) -> RedisKv {
+        RedisKv { errors, ..self }
+    }
+
+    fn failed(&self, e: redis::RedisError) -> KvError {
+        self.errors.inc();
+        error(e)
     }
 
     pub fn url(&self) -> &str {
@@ -98,7 +112,7 @@ impl RedisKv {
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, KvError> {
         let mut connection = self.call()?;
-        cmd.query_async(&mut connection).await.map_err(error)
+        cmd.query_async(&mut connection).await.map_err(|e| self.failed(e))
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
@@ -166,7 +180,7 @@ impl RedisKv {
                 .arg(SCAN_COUNT)
                 .query_async(&mut connection)
                 .await
-                .map_err(error)?;
+                .map_err(|e| self.failed(e))?;
             keys.extend(page);
             if next == 0 {
                 break;
@@ -188,7 +202,8 @@ impl RedisKv {
             Some(bytes) => invocation.arg("1").arg(&bytes[..]),
             None => invocation.arg("0").arg(""),
         };
-        let (wrote, now): (i64, Found) = invocation.arg(value).invoke_async(&mut connection).await.map_err(error)?;
+        let (wrote, now): (i64, Found) =
+            invocation.arg(value).invoke_async(&mut connection).await.map_err(|e| self.failed(e))?;
         if wrote != 1 {
             self.stats.swaps_failed.fetch_add(1, Ordering::Relaxed);
             return Ok(Err(now));

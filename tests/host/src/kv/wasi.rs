@@ -75,6 +75,9 @@ impl From<wasmtime::component::ResourceTableError> for StoreFault {
 /// What a component's store needs for these interfaces.
 pub struct KvCtx {
     pub stores: Arc<Stores>,
+    /// This component's key-value calls and swaps answered cas-failed (metrics).
+    pub store_calls: prometheus_client::metrics::counter::Counter,
+    pub cas_retries: prometheus_client::metrics::counter::Counter,
     /// Labels from the component's `key_value_stores`.
     pub labels: Arc<[String]>,
     /// The component's variables, rendered.
@@ -110,7 +113,9 @@ impl KvView<'_> {
         Ok((label, self.store(label)?))
     }
 
+    /// The store of `label`, for one key-value call (counted).
     fn store(&self, label: &str) -> Result<&Backend, StoreFault> {
+        self.ctx.store_calls.inc();
         self.ctx.stores.get(label).ok_or(StoreFault::Guest(store::Error::NoSuchStore))
     }
 }
@@ -197,7 +202,7 @@ impl store::Host for KvView<'_> {
 
 impl atomics::HostCas for KvView<'_> {
     async fn new(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Resource<Cas>, StoreFault> {
-        let label = self.bucket(&bucket)?.0.to_owned();
+        let label = self.table.get(&bucket)?.label.clone();
         Ok(self.table.push(Cas { label, key, seen: None })?)
     }
 
@@ -238,6 +243,7 @@ impl atomics::Host for KvView<'_> {
             }
             // As Spin does, hand back a fresh handle that has read the current value.
             Err(now) => {
+                self.ctx.cas_retries.inc();
                 let fresh = self.table.push(Cas { label, key, seen: Some(now) })?;
                 Ok(Err(atomics::CasError::CasFailed(fresh)))
             }

@@ -10,6 +10,7 @@ use crate::kv::stores::Stores;
 use crate::kv::wasi::KvCtx;
 use crate::kv::{Faults, Kv, StatsSnapshot};
 use crate::manifest::{HttpTrigger, Manifest};
+use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::runtime_config::{KvStoreConfig, RuntimeConfig};
 use anyhow::{Context, Result, anyhow, bail};
@@ -27,6 +28,7 @@ pub struct App {
     manifest: Manifest,
     variables: HashMap<String, String>,
     pub(super) stores: Arc<Stores>,
+    pub(super) metrics: Arc<Metrics>,
     store_location: String,
     pub(super) router: Router,
     pub(super) handlers: HashMap<String, ProxyHandler<ComponentState>>,
@@ -68,7 +70,8 @@ impl App {
     ) -> Result<App> {
         let manifest = Manifest::load(manifest_path)?;
         let variables = manifest.resolve_variables(env)?;
-        let (stores, store_location) = open_stores(&store, &options.runtime_config)?;
+        let metrics = Arc::new(Metrics::new());
+        let (stores, store_location) = open_stores(&store, &options.runtime_config, &metrics)?;
         let stores = Arc::new(stores);
 
         let (engine, cache) = engine::new(options.compile_cache.dir(&manifest).as_deref())?;
@@ -101,13 +104,21 @@ impl App {
                 .map_err(anyhow::Error::from)
                 .with_context(|| format!("component {id} does not export wasi:http/handler@0.3.0-rc-2026-03-15"))?;
             let pre = ProxyPre::P3(service.clone());
+            let (store_calls, cas_retries) = metrics.store_counters(id);
             let kv_ctx = Arc::new(KvCtx {
                 stores: Arc::clone(&stores),
+                store_calls,
+                cas_retries,
                 labels: decl.key_value_stores.clone().into(),
                 variables: manifest.component_variables(id, &variables)?.into(),
             });
-            let state =
-                ComponentState { name: id.clone(), engine: engine.clone(), kv: kv_ctx, options: options.clone() };
+            let state = ComponentState {
+                name: id.clone(),
+                engine: engine.clone(),
+                kv: kv_ctx,
+                options: options.clone(),
+                instances: metrics.instances_counter(id),
+            };
             linker_pres.insert(id.clone(), service);
             handlers.insert(id.clone(), ProxyHandler::new(state, pre));
         }
@@ -120,6 +131,7 @@ impl App {
             manifest,
             variables,
             stores,
+            metrics,
             store_location,
             router,
             handlers,
@@ -155,6 +167,11 @@ impl App {
         self.stores.stats()
     }
 
+    /// This app's metrics (served by `metrics::serve`).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
     /// Makes the store fail as `faults` says, for testing.
     pub fn inject_faults(&self, faults: Faults) -> Result<()> {
         self.stores.inject(faults).map_err(|e| anyhow!(e.0))
@@ -186,12 +203,14 @@ impl App {
 /// `spin` ones (and `default`, unless the config says otherwise) on the
 /// host's own store, in memory or in one SQLite file; and where they are,
 /// in words.
-fn open_stores(choice: &StoreChoice, config: &RuntimeConfig) -> Result<(Stores, String)> {
+fn open_stores(choice: &StoreChoice, config: &RuntimeConfig, metrics: &Metrics) -> Result<(Stores, String)> {
     let mut labels: BTreeMap<String, Option<RedisKv>> = BTreeMap::from([("default".to_string(), None)]);
     for (label, store) in &config.key_value_stores {
         let redis = match store {
             KvStoreConfig::Spin { .. } => None,
-            KvStoreConfig::Redis { url } => Some(RedisKv::connect(url).map_err(|e| anyhow!(e.0))?),
+            KvStoreConfig::Redis { url } => Some(
+                RedisKv::connect(url).map_err(|e| anyhow!(e.0))?.count_errors_in(metrics.redis_error_counter(label)),
+            ),
         };
         labels.insert(label.clone(), redis);
     }

@@ -95,6 +95,8 @@ pub(super) struct ComponentState {
     pub(super) engine: Engine,
     pub(super) kv: Arc<KvCtx>,
     pub(super) options: ServeOptions,
+    /// Instances of this component created (a metric).
+    pub(super) instances: prometheus_client::metrics::counter::Counter,
 }
 
 impl HandlerState for ComponentState {
@@ -102,6 +104,7 @@ impl HandlerState for ComponentState {
 
     fn new_store(&self, _req_id: Option<u64>) -> wasmtime::Result<StoreBundle<HostState>> {
         INSTANCES_CREATED.fetch_add(1, Ordering::Relaxed);
+        self.instances.inc();
         let mut wasi = WasiCtxBuilder::new();
         wasi.inherit_stdout().inherit_stderr();
         if let Some(clock) = &self.options.wall_clock {

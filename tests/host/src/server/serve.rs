@@ -162,6 +162,7 @@ async fn handle(shared: Arc<Shared>, req: hyper::Request<Incoming>, client: Sock
         return plain(404, "");
     };
     let component = route.component.to_owned();
+    let route_pattern = route.raw_route.to_owned();
     let request = with_spin_headers(req, &route, client);
     let Some(request) = body::buffer_small_body(request).await else {
         return plain(400, "request body broken off\n");
@@ -175,13 +176,15 @@ async fn handle(shared: Arc<Shared>, req: hyper::Request<Incoming>, client: Sock
         tally.requests.fetch_add(1, Ordering::Relaxed);
         tally.nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
-    match outcome {
+    let response = match outcome {
         Ok(response) => response,
         Err(e) => {
             eprintln!("hongbao-host: request {request_id} to [{component}] {path} failed: {e:?}");
             plain(500, "internal error\n")
         }
-    }
+    };
+    shared.app.metrics.answered(&route_pattern, response.status().as_u16(), started.elapsed());
+    response
 }
 
 /// Hands the request to a component instance and waits for its response.
