@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
 use hongbao_host::client::{self, Books, Client, Outcome, Paid, Secrets};
 use hongbao_host::external::{NO_SPIN, RedisServer, SpinConfig, SpinUp};
+use hongbao_host::runtime_config::KvStoreConfig;
 use hongbao_host::{App, ComponentSize, ComponentTiming, Running, ServeOptions, StoreChoice, serve};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -36,12 +37,18 @@ pub enum Strategy {
     Auto,
 }
 
-/// A store backend: `memory` and `sqlite` on this host, `spin-sqlite` and
-/// `spin-redis` on `spin up` with that store.
+/// A store backend: `memory` and `sqlite` on this host, `redis` (the
+/// per-SET manifest, every label on one Redis server of the bench's own,
+/// AOF with fsync always) on one host and on two hosts sharing it
+/// (`redis-2-hosts`, requests taking turns), `spin-sqlite` and `spin-redis`
+/// on `spin up` with that store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Store {
     Memory,
     Sqlite,
+    Redis,
+    #[value(name = "redis-2-hosts")]
+    Redis2Hosts,
     SpinSqlite,
     SpinRedis,
 }
@@ -82,30 +89,47 @@ pub struct Results {
     pub packets_checked: usize,
 }
 
-/// Where the load goes: the host in this process (whose store counts its
-/// calls and whose CPU is this process's), or a server of its own (`spin
-/// up`), measured from outside only.
+/// Where the load goes: hosts in this process (whose stores count their
+/// calls and whose CPU is this process's; requests take turns over them),
+/// or a server of its own (`spin up`), measured from outside only.
 #[derive(Clone, Copy)]
 struct Server<'a> {
-    addr: SocketAddr,
-    host: Option<&'a Running>,
+    addrs: &'a [SocketAddr],
+    hosts: &'a [Running],
 }
 
 impl Server<'_> {
     fn store_stats(&self) -> Option<hongbao_host::kv::StatsSnapshot> {
-        self.host.map(|running| running.app().store_stats())
+        (!self.hosts.is_empty()).then(|| {
+            self.hosts.iter().map(|h| h.app().store_stats()).fold(
+                Default::default(),
+                |a: hongbao_host::kv::StatsSnapshot, s| hongbao_host::kv::StatsSnapshot {
+                    calls: a.calls + s.calls,
+                    swaps: a.swaps + s.swaps,
+                    swaps_failed: a.swaps_failed + s.swaps_failed,
+                },
+            )
+        })
     }
 
     /// Instances created so far, and this process's CPU time: only
-    /// meaningful when the host runs here.
+    /// meaningful when the hosts run here.
     fn instances_created(&self) -> Option<u64> {
-        self.host.map(|_| hongbao_host::instances_created())
+        (!self.hosts.is_empty()).then(hongbao_host::instances_created)
     }
 
     fn cpu_time(&self) -> Option<Duration> {
-        self.host.map(|_| cpu_time())
+        (!self.hosts.is_empty()).then(cpu_time)
+    }
+
+    /// The addresses, to hand to the load's tasks.
+    fn addrs(&self) -> Addrs {
+        self.addrs.into()
     }
 }
+
+/// The hosts a load's clients spread their requests over.
+type Addrs = Arc<[SocketAddr]>;
 
 /// One hot-packet run.
 #[derive(Debug, Clone)]
@@ -241,24 +265,46 @@ fn variables(strategy: Strategy) -> Vec<(String, String)> {
     .collect()
 }
 
-/// This host on `store` (`memory` or `sqlite`), fresh.
-async fn start(manifest: &Path, store: Store, strategy: Strategy, state: &Path, options: &Options) -> Result<Running> {
-    let store = match store {
-        Store::Memory => StoreChoice::Memory,
-        Store::Sqlite => {
-            let _ = std::fs::remove_dir_all(state);
-            StoreChoice::Durable(state.to_owned())
-        }
-        Store::SpinSqlite | Store::SpinRedis => bail!("{} is a store of spin up, not of this host", name(store)),
-    };
+/// The hosts of a run on `store` (`memory`, `sqlite`, `redis`: one host;
+/// `redis-2-hosts`: two), fresh, and the Redis server they share.
+async fn start(
+    manifest: &Path,
+    store: Store,
+    strategy: Strategy,
+    state: &Path,
+    options: &Options,
+) -> Result<(Vec<Running>, Option<RedisServer>)> {
     let vars: HashMap<String, String> = variables(strategy).into_iter().collect();
-    let options = ServeOptions {
+    let mut serve_options = ServeOptions {
         max_instance_concurrent_reuse_count: options.max_instance_concurrent_reuse_count,
         max_running_requests: options.max_running_requests,
         ..ServeOptions::default()
     };
-    let app = App::load_with(manifest, store, options, |k| vars.get(k).cloned())?;
-    serve(app, "127.0.0.1:0".parse()?).await
+    let (choice, manifest, redis, hosts) = match store {
+        Store::Memory => (StoreChoice::Memory, manifest.to_owned(), None, 1),
+        Store::Sqlite => {
+            let _ = std::fs::remove_dir_all(state);
+            (StoreChoice::Durable(state.to_owned()), manifest.to_owned(), None, 1)
+        }
+        Store::Redis | Store::Redis2Hosts => {
+            let redis = tokio::task::block_in_place(RedisServer::start_durable)?;
+            let url = redis.url();
+            serve_options.runtime_config.key_value_stores = hongbao::config::KvLayout::PerSet
+                .labels()
+                .iter()
+                .map(|label| (label.to_string(), KvStoreConfig::Redis { url: url.clone() }))
+                .collect();
+            let per_set = manifest.parent().context("the manifest's directory")?.join("spin.sets.toml");
+            (StoreChoice::Memory, per_set, Some(redis), if store == Store::Redis { 1 } else { 2 })
+        }
+        Store::SpinSqlite | Store::SpinRedis => bail!("{} is a store of spin up, not of this host", name(store)),
+    };
+    let mut running = Vec::new();
+    for _ in 0..hosts {
+        let app = App::load_with(&manifest, choice.clone(), serve_options.clone(), |k| vars.get(k).cloned())?;
+        running.push(serve(app, "127.0.0.1:0".parse()?).await?);
+    }
+    Ok((running, redis))
 }
 
 /// `/healthz` at one number of clients: its rate and its latency.
@@ -343,7 +389,7 @@ async fn check_packet(client: &mut Client, packet: &Paid, told: &HashMap<String,
 /// `check_packet` for every one of `packets` (`told[i]` is what the clients
 /// of `packets[i]` were told), over `connections` connections.
 async fn check_packets(
-    addr: SocketAddr,
+    addrs: Addrs,
     connections: usize,
     packets: Arc<Vec<Paid>>,
     told: Arc<Vec<HashMap<String, Value>>>,
@@ -351,9 +397,10 @@ async fn check_packets(
     let next = Arc::new(AtomicUsize::new(0));
     let checkers: Vec<_> = (0..connections)
         .map(|_| {
-            let (next, packets, told) = (Arc::clone(&next), Arc::clone(&packets), Arc::clone(&told));
+            let (next, packets, told, addrs) =
+                (Arc::clone(&next), Arc::clone(&packets), Arc::clone(&told), Arc::clone(&addrs));
             tokio::spawn(async move {
-                let mut client = Client::new(addr);
+                let mut client = Client::spread(&addrs);
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(packet) = packets.get(i) else { return Ok::<_, anyhow::Error>(()) };
@@ -369,8 +416,8 @@ async fn check_packets(
 }
 
 async fn hot(target: Server<'_>, shares: u32, clients: usize) -> Result<Hot> {
-    let addr = target.addr;
-    let packet = paid_packet(&mut Client::new(addr), u64::from(shares) * 888, shares).await?;
+    let addrs = target.addrs();
+    let packet = paid_packet(&mut Client::spread(&addrs), u64::from(shares) * 888, shares).await?;
     let id = Arc::new(packet.id.clone());
     let before = target.store_stats();
     let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
@@ -378,9 +425,9 @@ async fn hot(target: Server<'_>, shares: u32, clients: usize) -> Result<Hot> {
     // the packet is empty: `clients` is the number of requests in flight.
     let tasks: Vec<_> = (0..clients)
         .map(|i| {
-            let (id, barrier) = (Arc::clone(&id), Arc::clone(&barrier));
+            let (id, barrier, addrs) = (Arc::clone(&id), Arc::clone(&barrier), Arc::clone(&addrs));
             tokio::spawn(async move {
-                let mut client = Client::new(addr);
+                let mut client = Client::spread(&addrs);
                 // Connect before the start, so the race is on the packet, not on accept.
                 client.get("/healthz", &[]).await?;
                 barrier.wait().await;
@@ -423,7 +470,7 @@ async fn hot(target: Server<'_>, shares: u32, clients: usize) -> Result<Hot> {
     perf_control(&phase, false);
     let instances = instances_before.map(|at| hongbao_host::instances_created() - at);
     let after = target.store_stats();
-    check_packet(&mut Client::new(addr), &packet, &told).await?;
+    check_packet(&mut Client::spread(&addrs), &packet, &told).await?;
     latencies.sort_unstable();
     let empty_after = emptied - started;
     let hot = Hot {
@@ -455,14 +502,14 @@ async fn hot(target: Server<'_>, shares: u32, clients: usize) -> Result<Hot> {
 
 async fn many(target: Server<'_>, packets: usize, connections: usize) -> Result<Many> {
     const SHARES: u32 = 10;
-    let addr = target.addr;
+    let addrs = target.addrs();
     progress(format!("  many packets: wrapping and paying {packets} packets"));
     let next = Arc::new(AtomicUsize::new(0));
     let setup: Vec<_> = (0..connections)
         .map(|_| {
-            let next = Arc::clone(&next);
+            let (next, addrs) = (Arc::clone(&next), Arc::clone(&addrs));
             tokio::spawn(async move {
-                let mut client = Client::new(addr);
+                let mut client = Client::spread(&addrs);
                 let mut ids = Vec::new();
                 while next.fetch_add(1, Ordering::Relaxed) < packets {
                     ids.push(paid_packet(&mut client, 1_000, SHARES).await?);
@@ -487,7 +534,7 @@ async fn many(target: Server<'_>, packets: usize, connections: usize) -> Result<
     });
     let grab_started = Instant::now();
     let cpu_started = target.cpu_time();
-    let grabbed = run_jobs(addr, connections, &grabs).await?;
+    let grabbed = run_jobs(&addrs, connections, &grabs).await?;
     let grabs_per_s = jobs_count as f64 / grab_started.elapsed().as_secs_f64();
     let cpu_per_grab = cpu_started.map(|at| (cpu_time() - at) / jobs_count as u32);
     let opens = jobs(jobs_count, |job| {
@@ -500,7 +547,7 @@ async fn many(target: Server<'_>, packets: usize, connections: usize) -> Result<
     let instances_before = target.instances_created();
     let started = Instant::now();
     let cpu_started = target.cpu_time();
-    let opened = run_jobs(addr, connections, &opens).await?;
+    let opened = run_jobs(&addrs, connections, &opens).await?;
     let elapsed = started.elapsed();
     let cpu_per_open = cpu_started.map(|at| (cpu_time() - at) / jobs_count as u32);
     let instances = instances_before.map(|at| hongbao_host::instances_created() - at);
@@ -513,7 +560,7 @@ async fn many(target: Server<'_>, packets: usize, connections: usize) -> Result<
     }
     let after = target.store_stats();
     progress(format!("  many packets: checking the money of all {} packets", paid.len()));
-    check_packets(addr, connections, Arc::clone(&paid), Arc::new(told)).await?;
+    check_packets(addrs, connections, Arc::clone(&paid), Arc::new(told)).await?;
     latencies.sort_unstable();
     Ok(Many {
         packets,
@@ -541,13 +588,13 @@ fn jobs(count: usize, make: impl Fn(usize) -> (String, String, String)) -> Arc<V
 
 /// Sends every job over `connections` connections; every answer must be
 /// 200. Returns, per job, its latency and its answer's body.
-async fn run_jobs(addr: SocketAddr, connections: usize, jobs: &Arc<Vec<Job>>) -> Result<Vec<(Duration, Vec<u8>)>> {
+async fn run_jobs(addrs: &Addrs, connections: usize, jobs: &Arc<Vec<Job>>) -> Result<Vec<(Duration, Vec<u8>)>> {
     let next = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..connections)
         .map(|_| {
-            let (next, jobs) = (Arc::clone(&next), Arc::clone(jobs));
+            let (next, jobs, addrs) = (Arc::clone(&next), Arc::clone(jobs), Arc::clone(addrs));
             tokio::spawn(async move {
-                let mut client = Client::new(addr);
+                let mut client = Client::spread(&addrs);
                 let mut done = Vec::new();
                 loop {
                     let job = next.fetch_add(1, Ordering::Relaxed);
@@ -646,13 +693,18 @@ pub async fn run(options: &Options) -> Result<Results> {
     let (packets, client_counts, shares): (usize, Vec<usize>, Vec<u32>) =
         if options.quick { (500, vec![64, 256], vec![100]) } else { (10_000, vec![64, 256, 1024], vec![100, 1000]) };
     let packets = options.packets.unwrap_or(packets);
-    let host_stores: Vec<Store> =
-        [Store::Memory, Store::Sqlite].into_iter().filter(|s| options.stores.contains(s)).collect();
-    ensure!(!host_stores.is_empty(), "--stores names no host store (memory, sqlite): the Spin rows are ratios to one");
+    let host_stores: Vec<Store> = [Store::Memory, Store::Sqlite, Store::Redis, Store::Redis2Hosts]
+        .into_iter()
+        .filter(|s| options.stores.contains(s))
+        .collect();
+    ensure!(
+        !host_stores.is_empty(),
+        "--stores names no host store (memory, sqlite, redis, redis-2-hosts): the Spin rows are ratios to one"
+    );
     ensure!(!options.strategies.is_empty(), "--strategies names none");
 
     // Per request: instantiation cost and sizes (from the first app loaded).
-    let first = start(&manifest, Store::Memory, options.strategies[0], &state, options).await?;
+    let first = start(&manifest, Store::Memory, options.strategies[0], &state, options).await?.0.remove(0);
     let mut instantiate = Vec::new();
     for component in ["healthz", "open"] {
         let mut total = Duration::ZERO;
@@ -670,8 +722,9 @@ pub async fn run(options: &Options) -> Result<Results> {
     for store in host_stores {
         for &strategy in &options.strategies {
             progress(format!("{} store, {} strategy", name(store), name(strategy)));
-            let running = start(&manifest, store, strategy, &state, options).await?;
-            let addr = running.addr();
+            let (hosts, _redis) = start(&manifest, store, strategy, &state, options).await?;
+            let addrs: Vec<SocketAddr> = hosts.iter().map(Running::addr).collect();
+            let (running, addr) = (&hosts[0], addrs[0]);
             let ceiling_time = Duration::from_secs(if options.quick { 1 } else { 3 });
             let mut ceilings = Vec::new();
             for &clients in &client_counts {
@@ -690,7 +743,7 @@ pub async fn run(options: &Options) -> Result<Results> {
             let before = ceiling(addr, 64, ceiling_time).await?.per_s;
             perf_control("healthz", false);
             let cpu_per_healthz = (cpu_time() - cpu_started) / (served() - healthz_before).max(1) as u32;
-            let target = Server { addr, host: Some(&running) };
+            let target = Server { addrs: &addrs, hosts: &hosts };
             let many = many(target, packets, 64).await?;
             let after = ceiling(addr, 64, ceiling_time).await?.per_s;
             progress(format!(
@@ -721,7 +774,9 @@ pub async fn run(options: &Options) -> Result<Results> {
             }
             packets_checked += many.packets + hots.len();
             let books = books(addr).await?;
-            running.shutdown().await?;
+            for host in hosts {
+                host.shutdown().await?;
+            }
             runs.push(Run {
                 store,
                 strategy,
@@ -786,7 +841,7 @@ async fn spin_runs(options: &Options, manifest: &Path, runs: &[Run]) -> Result<(
         }
         let config = SpinConfig { bin, manifest, state_dir: None, env: &env, redis: redis.as_ref().map(|r| r.addr) };
         let spin = tokio::task::block_in_place(|| SpinUp::start(&config))?;
-        let target = Server { addr: spin.addr, host: None };
+        let target = Server { addrs: std::slice::from_ref(&spin.addr), hosts: &[] };
         let ceiling_time = Duration::from_secs(if options.quick { 1 } else { 3 });
         let healthz = ceiling(spin.addr, 64, ceiling_time).await?.per_s;
         progress(format!("  /healthz at 64 clients: {healthz:.0} req/s"));

@@ -24,9 +24,15 @@ struct Cli {
     /// Open strategies to compare (the `open_strategy` variable).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "cas,cursor,auto")]
     strategies: Vec<Strategy>,
-    /// Store backends to measure: memory and sqlite on this host, spin-sqlite and
+    /// Store backends to measure: memory, sqlite and redis on this host, redis-2-hosts on two
+    /// hosts sharing one Redis (both with a redis-server of the bench's own), spin-sqlite and
     /// spin-redis on `spin up` (skipped, with a line saying so, without a Spin binary).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "memory,sqlite,spin-sqlite,spin-redis")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "memory,sqlite,redis,redis-2-hosts,spin-sqlite,spin-redis"
+    )]
     stores: Vec<Store>,
     /// Write the chart (PNG) here (with --report: next to the report, FILE.png).
     #[arg(long)]
