@@ -96,6 +96,8 @@ pub struct Results {
 struct Server<'a> {
     addrs: &'a [SocketAddr],
     hosts: &'a [Running],
+    /// The Redis server the hosts share, if any: its CPU is measured too.
+    redis: Option<u32>,
 }
 
 impl Server<'_> {
@@ -120,6 +122,11 @@ impl Server<'_> {
 
     fn cpu_time(&self) -> Option<Duration> {
         (!self.hosts.is_empty()).then(cpu_time)
+    }
+
+    /// The Redis server's CPU time so far (user + system, from /proc).
+    fn redis_cpu(&self) -> Option<Duration> {
+        self.redis.and_then(process_cpu)
     }
 
     /// The addresses, to hand to the load's tasks.
@@ -167,6 +174,10 @@ pub struct Many {
     /// Process CPU per request in each phase (see `cpu_time`).
     pub cpu_per_grab: Option<Duration>,
     pub cpu_per_open: Option<Duration>,
+    pub calls_per_grab: Option<f64>,
+    /// The shared Redis server's CPU per request (redis rows only).
+    pub redis_cpu_per_grab: Option<Duration>,
+    pub redis_cpu_per_open: Option<Duration>,
     /// Instances created while the opens ran (reuse keeps this small).
     pub instances: Option<u64>,
 }
@@ -185,6 +196,17 @@ pub struct Run {
     pub many: Many,
     pub hot: Vec<Hot>,
     pub books: Books,
+    /// The audit's settle runs, per wallet credit (they credit every claim and refund of the run).
+    pub settle: Settle,
+}
+
+/// What crediting wallets cost (the settle runs of the audit, reconcile included).
+#[derive(Debug, Clone)]
+pub struct Settle {
+    pub credits: u64,
+    pub cpu_per_credit: Option<Duration>,
+    pub calls_per_credit: Option<f64>,
+    pub redis_cpu_per_credit: Option<Duration>,
 }
 
 impl Run {
@@ -218,6 +240,18 @@ fn cpu_time() -> Duration {
         return Duration::ZERO;
     }
     Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+/// CPU time process `pid` has used (user + system), from /proc (10 ms ticks:
+/// a phase of seconds is measured to a few percent).
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses: utime is the 14th field, stime the 15th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_nanos(ticks * 1_000_000_000 / per_second))
 }
 
 /// Turns `perf record --control fifo:FIFO -D -1` on for one phase, when
@@ -533,10 +567,12 @@ async fn many(target: Server<'_>, packets: usize, connections: usize) -> Result<
         (format!("/v1/packets/{id}/grab"), bearer(&format!("m{job}")), String::new())
     });
     let grab_started = Instant::now();
-    let cpu_started = target.cpu_time();
+    let (cpu_started, redis_started, calls_before) = (target.cpu_time(), target.redis_cpu(), target.store_stats());
     let grabbed = run_jobs(&addrs, connections, &grabs).await?;
     let grabs_per_s = jobs_count as f64 / grab_started.elapsed().as_secs_f64();
     let cpu_per_grab = cpu_started.map(|at| (cpu_time() - at) / jobs_count as u32);
+    let redis_cpu_per_grab = redis_started.zip(target.redis_cpu()).map(|(at, now)| (now - at) / jobs_count as u32);
+    let calls_per_grab = per(calls_before, target.store_stats(), |s| s.calls, jobs_count as f64);
     let opens = jobs(jobs_count, |job| {
         let ticket = parse(&grabbed[job].1)["ticket"].as_str().unwrap_or_default().to_owned();
         let (id, auth) = (&ids[job % ids.len()], &grabs[job].1);
@@ -546,10 +582,11 @@ async fn many(target: Server<'_>, packets: usize, connections: usize) -> Result<
     perf_control("open", true);
     let instances_before = target.instances_created();
     let started = Instant::now();
-    let cpu_started = target.cpu_time();
+    let (cpu_started, redis_started) = (target.cpu_time(), target.redis_cpu());
     let opened = run_jobs(&addrs, connections, &opens).await?;
     let elapsed = started.elapsed();
     let cpu_per_open = cpu_started.map(|at| (cpu_time() - at) / jobs_count as u32);
+    let redis_cpu_per_open = redis_started.zip(target.redis_cpu()).map(|(at, now)| (now - at) / jobs_count as u32);
     let instances = instances_before.map(|at| hongbao_host::instances_created() - at);
     perf_control("open", false);
     let opened: Vec<(Duration, Value)> = opened.into_iter().map(|(took, body)| (took, parse(&body))).collect();
@@ -572,6 +609,9 @@ async fn many(target: Server<'_>, packets: usize, connections: usize) -> Result<
         cas_per_open: per(before, after, |s| s.swaps, jobs_count as f64),
         cpu_per_grab,
         cpu_per_open,
+        calls_per_grab,
+        redis_cpu_per_grab,
+        redis_cpu_per_open,
         instances,
     })
 }
@@ -722,7 +762,7 @@ pub async fn run(options: &Options) -> Result<Results> {
     for store in host_stores {
         for &strategy in &options.strategies {
             progress(format!("{} store, {} strategy", name(store), name(strategy)));
-            let (hosts, _redis) = start(&manifest, store, strategy, &state, options).await?;
+            let (hosts, redis) = start(&manifest, store, strategy, &state, options).await?;
             let addrs: Vec<SocketAddr> = hosts.iter().map(Running::addr).collect();
             let (running, addr) = (&hosts[0], addrs[0]);
             let ceiling_time = Duration::from_secs(if options.quick { 1 } else { 3 });
@@ -743,7 +783,7 @@ pub async fn run(options: &Options) -> Result<Results> {
             let before = ceiling(addr, 64, ceiling_time).await?.per_s;
             perf_control("healthz", false);
             let cpu_per_healthz = (cpu_time() - cpu_started) / (served() - healthz_before).max(1) as u32;
-            let target = Server { addrs: &addrs, hosts: &hosts };
+            let target = Server { addrs: &addrs, hosts: &hosts, redis: redis.as_ref().map(RedisServer::pid) };
             let many = many(target, packets, 64).await?;
             let after = ceiling(addr, 64, ceiling_time).await?.per_s;
             progress(format!(
@@ -773,7 +813,18 @@ pub async fn run(options: &Options) -> Result<Results> {
                 }
             }
             packets_checked += many.packets + hots.len();
+            let (cpu_started, redis_started, calls_before) =
+                (target.cpu_time(), target.redis_cpu(), target.store_stats());
             let books = books(addr).await?;
+            let credits: u64 = books.settled.iter().map(|s| s.credited).sum();
+            let settle = Settle {
+                credits,
+                cpu_per_credit: cpu_started.map(|at| (cpu_time() - at) / credits.max(1) as u32),
+                calls_per_credit: per(calls_before, target.store_stats(), |s| s.calls, credits.max(1) as f64),
+                redis_cpu_per_credit: redis_started
+                    .zip(target.redis_cpu())
+                    .map(|(at, now)| (now - at) / credits.max(1) as u32),
+            };
             for host in hosts {
                 host.shutdown().await?;
             }
@@ -786,6 +837,7 @@ pub async fn run(options: &Options) -> Result<Results> {
                 many,
                 hot: hots,
                 books,
+                settle,
             });
         }
     }
@@ -841,7 +893,7 @@ async fn spin_runs(options: &Options, manifest: &Path, runs: &[Run]) -> Result<(
         }
         let config = SpinConfig { bin, manifest, state_dir: None, env: &env, redis: redis.as_ref().map(|r| r.addr) };
         let spin = tokio::task::block_in_place(|| SpinUp::start(&config))?;
-        let target = Server { addrs: std::slice::from_ref(&spin.addr), hosts: &[] };
+        let target = Server { addrs: std::slice::from_ref(&spin.addr), hosts: &[], redis: None };
         let ceiling_time = Duration::from_secs(if options.quick { 1 } else { 3 });
         let healthz = ceiling(spin.addr, 64, ceiling_time).await?.per_s;
         progress(format!("  /healthz at 64 clients: {healthz:.0} req/s"));

@@ -41,6 +41,10 @@ struct Cli {
     /// and `<!-- bench:end -->`, the rest of the file kept), e.g. BENCHMARKS.md.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Write the capacity model from this run's Redis figures into FILE's generated section
+    /// (between the same markers as --report), e.g. DEPLOY.md.
+    #[arg(long, value_name = "FILE")]
+    capacity: Option<PathBuf>,
     /// Exit non-zero when a target is missed (a broken money invariant always fails the run).
     #[arg(long)]
     check: bool,
@@ -107,6 +111,12 @@ fn main() -> Result<()> {
         provenance.took = started.elapsed();
         report::write(path, &report::section(&provenance, &tables, &targets, link.as_deref()))?;
         eprintln!("bench: report written to {}", path.display());
+    }
+    if let Some(path) = &cli.capacity {
+        let model = report::capacity(&provenance, &results)
+            .ok_or_else(|| anyhow::anyhow!("--capacity needs a redis or redis-2-hosts run (--stores)"))?;
+        report::write(path, &model)?;
+        eprintln!("bench: capacity model written to {}", path.display());
     }
 
     let missed: Vec<_> = targets.iter().filter(|t| !t.met).collect();

@@ -483,3 +483,95 @@ mod tests {
         assert_eq!(quote(""), "''");
     }
 }
+
+/// The peak the capacity model sizes for: the seeds' 2017 New Year's Eve
+/// (opens per second) and the wallet credits per second to keep up with.
+pub const PEAK_OPENS_PER_S: f64 = 760_000.0;
+pub const PEAK_CREDITS_PER_S: f64 = 200_000.0;
+/// Cores per host, and how busy a core may run at the peak.
+const CORES_PER_HOST: f64 = 16.0;
+const UTILISATION: f64 = 0.6;
+
+/// The capacity model from the Redis run (two hosts sharing Redis, the
+/// default strategy, when measured): what one grab + open and one credit
+/// cost in host CPU, Redis commands and Redis CPU, scaled to the peak, with
+/// the arithmetic shown. `None` without a Redis run.
+pub fn capacity(provenance: &Provenance, results: &Results) -> Option<String> {
+    let score = |r: &&Run| (r.store == Store::Redis2Hosts, r.store == Store::Redis, r.strategy == Strategy::Auto);
+    let run = results.runs.iter().filter(|r| matches!(r.store, Store::Redis | Store::Redis2Hosts)).max_by_key(score)?;
+    let us = |d: Option<Duration>| micros(d).unwrap_or(f64::NAN);
+    let (cpu_grab, cpu_open, cpu_credit) =
+        (us(run.many.cpu_per_grab), us(run.many.cpu_per_open), us(run.settle.cpu_per_credit));
+    let (cmd_grab, cmd_open, cmd_credit) = (
+        run.many.calls_per_grab.unwrap_or(f64::NAN),
+        run.many.calls_per_open.unwrap_or(f64::NAN),
+        run.settle.calls_per_credit.unwrap_or(f64::NAN),
+    );
+    let (redis_grab, redis_open, redis_credit) =
+        (us(run.many.redis_cpu_per_grab), us(run.many.redis_cpu_per_open), us(run.settle.redis_cpu_per_credit));
+    let host_cores = (PEAK_OPENS_PER_S * (cpu_grab + cpu_open) + PEAK_CREDITS_PER_S * cpu_credit) / 1e6;
+    let hosts = (host_cores / (CORES_PER_HOST * UTILISATION)).ceil();
+    let commands = PEAK_OPENS_PER_S * (cmd_grab + cmd_open) + PEAK_CREDITS_PER_S * cmd_credit;
+    let redis_cores = (PEAK_OPENS_PER_S * (redis_grab + redis_open) + PEAK_CREDITS_PER_S * redis_credit) / 1e6;
+    // Redis executes commands on one thread: a shard is a core.
+    let shards = (redis_cores / UTILISATION).ceil();
+    let per_set = (shards / f64::from(hongbao::id::SETS)).ceil();
+    let mut out = String::new();
+    let _ = writeln!(out, "{BEGIN}");
+    let _ = writeln!(out, "<!-- Written by `hongbao-bench --capacity`; edits here are lost at the next run. -->\n");
+    let _ = writeln!(
+        out,
+        "From the bench run of {} (commit {}, `{}`, on {}): the `{} / {}` run, {} packets × 10 shares grabbed \
+         then opened by distinct users over 64 connections, then settled ({} wallet credits). CPU is this \
+         process's (hosts and the load generator together, so the host figures are an upper bound); Redis CPU \
+         is the `redis-server` process's, from /proc.\n",
+        provenance.date,
+        provenance.commit,
+        provenance.command,
+        provenance.machine,
+        name(run.store),
+        name(run.strategy),
+        run.many.packets,
+        run.settle.credits
+    );
+    let _ = writeln!(out, "| quantity | per grab | per open | per credit |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    let _ = writeln!(out, "| host CPU µs | {cpu_grab:.0} | {cpu_open:.0} | {cpu_credit:.0} |");
+    let _ = writeln!(out, "| Redis commands | {cmd_grab:.1} | {cmd_open:.1} | {cmd_credit:.1} |");
+    let _ = writeln!(out, "| Redis CPU µs | {redis_grab:.1} | {redis_open:.1} | {redis_credit:.1} |");
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "At the peak: {PEAK_OPENS_PER_S:.0} opens/s (each after a grab) and {PEAK_CREDITS_PER_S:.0} credits/s; \
+         cores run at most {:.0}% busy; a host has {CORES_PER_HOST:.0} cores.\n",
+        UTILISATION * 100.0
+    );
+    let _ = writeln!(out, "| what | arithmetic | result |");
+    let _ = writeln!(out, "|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| host cores | ({PEAK_OPENS_PER_S:.0} × ({cpu_grab:.0} + {cpu_open:.0}) + {PEAK_CREDITS_PER_S:.0} × {cpu_credit:.0}) µs/s ÷ 10⁶ | {host_cores:.0} |"
+    );
+    let _ = writeln!(out, "| hosts | {host_cores:.0} ÷ ({CORES_PER_HOST:.0} × {UTILISATION}) | {hosts:.0} |");
+    let _ = writeln!(
+        out,
+        "| Redis commands/s | {PEAK_OPENS_PER_S:.0} × ({cmd_grab:.1} + {cmd_open:.1}) + {PEAK_CREDITS_PER_S:.0} × {cmd_credit:.1} | {:.1} million |",
+        commands / 1e6
+    );
+    let _ = writeln!(
+        out,
+        "| Redis cores | ({PEAK_OPENS_PER_S:.0} × ({redis_grab:.1} + {redis_open:.1}) + {PEAK_CREDITS_PER_S:.0} × {redis_credit:.1}) µs/s ÷ 10⁶ | {redis_cores:.0} |"
+    );
+    let _ = writeln!(
+        out,
+        "| Redis shards (one core each: Redis runs commands on one thread) | {redis_cores:.0} ÷ {UTILISATION} | {shards:.0} |"
+    );
+    let _ = writeln!(
+        out,
+        "| shards per SET ({} SETs; a SET's packets stay on its shards) | {shards:.0} ÷ {} | {per_set:.0} |",
+        hongbao::id::SETS,
+        hongbao::id::SETS
+    );
+    let _ = writeln!(out, "{END}");
+    Some(out)
+}

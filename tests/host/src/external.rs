@@ -184,6 +184,11 @@ impl RedisServer {
         Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success())
     }
 
+    /// The server's process id (for its CPU time in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `redis://` and its address, as a runtime config names it.
     pub fn url(&self) -> String {
         format!("redis://{}", self.addr)
