@@ -439,51 +439,6 @@ fn quote(word: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_section_is_replaced_and_the_hand_written_text_kept() {
-        let old = format!("# Title\n\nbefore\n\n{BEGIN}\nold figures\n{END}\nafter\n");
-        let new = format!("{BEGIN}\nnew figures\n{END}\n");
-        assert_eq!(splice(&old, &new).unwrap(), format!("# Title\n\nbefore\n\n{BEGIN}\nnew figures\n{END}\nafter\n"));
-        // Again: the same file.
-        let once = splice(&old, &new).unwrap();
-        assert_eq!(splice(&once, &new).unwrap(), once);
-    }
-
-    #[test]
-    fn a_report_without_a_section_gets_one_at_its_end() {
-        let new = format!("{BEGIN}\nfigures\n{END}\n");
-        assert_eq!(splice("", &new).unwrap(), new);
-        assert_eq!(splice("# Notes\n\n", &new).unwrap(), format!("# Notes\n\n{new}"));
-    }
-
-    #[test]
-    fn markers_quoted_in_prose_are_not_the_section() {
-        let old = format!("Between `{BEGIN}` and `{END}`.\n\n{BEGIN}\nold\n{END}\n");
-        let new = format!("{BEGIN}\nnew\n{END}\n");
-        assert_eq!(splice(&old, &new).unwrap(), format!("Between `{BEGIN}` and `{END}`.\n\n{new}"));
-    }
-
-    #[test]
-    fn a_broken_section_is_refused_not_guessed_at() {
-        let new = format!("{BEGIN}\n{END}\n");
-        assert!(splice(&format!("{BEGIN}\nno end\n"), &new).is_err());
-        assert!(splice(&format!("{END}\n{BEGIN}\n"), &new).is_err());
-        assert!(splice(&format!("{BEGIN}\n{END}\n{BEGIN}\n{END}\n"), &new).is_err());
-    }
-
-    #[test]
-    fn words_are_quoted_for_the_shell() {
-        assert_eq!(quote("--stores=memory,sqlite"), "--stores=memory,sqlite");
-        assert_eq!(quote("a b"), "'a b'");
-        assert_eq!(quote("it's"), r"'it'\''s'");
-        assert_eq!(quote(""), "''");
-    }
-}
-
 /// The peak the capacity model sizes for: the seeds' 2017 New Year's Eve
 /// (opens per second) and the wallet credits per second to keep up with.
 pub const PEAK_OPENS_PER_S: f64 = 760_000.0;
@@ -574,4 +529,49 @@ pub fn capacity(provenance: &Provenance, results: &Results) -> Option<String> {
     );
     let _ = writeln!(out, "{END}");
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_section_is_replaced_and_the_hand_written_text_kept() {
+        let old = format!("# Title\n\nbefore\n\n{BEGIN}\nold figures\n{END}\nafter\n");
+        let new = format!("{BEGIN}\nnew figures\n{END}\n");
+        assert_eq!(splice(&old, &new).unwrap(), format!("# Title\n\nbefore\n\n{BEGIN}\nnew figures\n{END}\nafter\n"));
+        // Again: the same file.
+        let once = splice(&old, &new).unwrap();
+        assert_eq!(splice(&once, &new).unwrap(), once);
+    }
+
+    #[test]
+    fn a_report_without_a_section_gets_one_at_its_end() {
+        let new = format!("{BEGIN}\nfigures\n{END}\n");
+        assert_eq!(splice("", &new).unwrap(), new);
+        assert_eq!(splice("# Notes\n\n", &new).unwrap(), format!("# Notes\n\n{new}"));
+    }
+
+    #[test]
+    fn markers_quoted_in_prose_are_not_the_section() {
+        let old = format!("Between `{BEGIN}` and `{END}`.\n\n{BEGIN}\nold\n{END}\n");
+        let new = format!("{BEGIN}\nnew\n{END}\n");
+        assert_eq!(splice(&old, &new).unwrap(), format!("Between `{BEGIN}` and `{END}`.\n\n{new}"));
+    }
+
+    #[test]
+    fn a_broken_section_is_refused_not_guessed_at() {
+        let new = format!("{BEGIN}\n{END}\n");
+        assert!(splice(&format!("{BEGIN}\nno end\n"), &new).is_err());
+        assert!(splice(&format!("{END}\n{BEGIN}\n"), &new).is_err());
+        assert!(splice(&format!("{BEGIN}\n{END}\n{BEGIN}\n{END}\n"), &new).is_err());
+    }
+
+    #[test]
+    fn words_are_quoted_for_the_shell() {
+        assert_eq!(quote("--stores=memory,sqlite"), "--stores=memory,sqlite");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+        assert_eq!(quote(""), "''");
+    }
 }

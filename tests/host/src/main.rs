@@ -24,7 +24,7 @@ enum Command {
     /// Run every component's build command (like `spin build`).
     Build,
     /// Serve the application (like `spin up`).
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Print a user JWT signed with SPIN_VARIABLE_AUTH_SECRET (for curl).
     Token {
         #[arg(long)]
@@ -126,7 +126,7 @@ fn main() -> Result<()> {
                 build::build_all(&Manifest::load(&cli.manifest)?, false)?;
             }
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(up(cli.manifest, args))
+            runtime.block_on(up(cli.manifest, *args))
         }
     }
 }
