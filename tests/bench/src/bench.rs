@@ -733,9 +733,14 @@ pub async fn run(options: &Options) -> Result<Results> {
     let (packets, client_counts, shares): (usize, Vec<usize>, Vec<u32>) =
         if options.quick { (500, vec![64, 256], vec![100]) } else { (10_000, vec![64, 256, 1024], vec![100, 1000]) };
     let packets = options.packets.unwrap_or(packets);
+    let redis_available = RedisServer::available();
+    if !redis_available && options.stores.iter().any(|s| matches!(s, Store::Redis | Store::Redis2Hosts)) {
+        progress("redis, redis-2-hosts: skipped (no redis-server binary: apt-get install redis-server)");
+    }
     let host_stores: Vec<Store> = [Store::Memory, Store::Sqlite, Store::Redis, Store::Redis2Hosts]
         .into_iter()
         .filter(|s| options.stores.contains(s))
+        .filter(|s| redis_available || !matches!(s, Store::Redis | Store::Redis2Hosts))
         .collect();
     ensure!(
         !host_stores.is_empty(),
