@@ -186,11 +186,6 @@ impl Stores {
         Stores { by_label, local }
     }
 
-    /// Only `default`, on the host's own store (no runtime config).
-    pub fn local_only(local: Kv) -> Stores {
-        Stores::new(local, BTreeMap::from([("default".to_string(), None)]))
-    }
-
     pub fn get(&self, label: &str) -> Option<&Backend> {
         self.by_label.get(label).map(|b| &**b)
     }
@@ -222,10 +217,6 @@ impl Stores {
     /// Blocks until everything written locally is durable (for shutdown).
     pub fn flush(&self) -> Result<(), KvError> {
         self.local.flush()
-    }
-
-    pub fn is_durable(&self) -> bool {
-        self.local.is_durable()
     }
 
     /// Call counters of every store, summed (the local one counted once).
