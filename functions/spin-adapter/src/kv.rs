@@ -77,7 +77,12 @@ impl Stores {
     }
 
     fn for_key(&self, key: &str) -> Result<&KvStore, StoreError> {
-        let bucket = self.bucket(self.index(key))?;
+        self.at(self.index(key))
+    }
+
+    /// The bucket at `index`, told whether batch reads may be used.
+    fn at(&self, index: usize) -> Result<&KvStore, StoreError> {
+        let bucket = self.bucket(index)?;
         bucket.use_batch_reads(self.batch_reads.get());
         Ok(bucket)
     }
@@ -116,6 +121,10 @@ impl Store for Stores {
     }
 
     fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        // One bucket: no grouping, no copies.
+        if self.layout == KvLayout::Single {
+            return self.at(0)?.get_many(keys);
+        }
         let mut values = vec![None; keys.len()];
         for (_, positions) in self.by_bucket(keys.iter().map(String::as_str)) {
             let group: Vec<String> = positions.iter().map(|&p| keys[p].clone()).collect();
@@ -128,6 +137,9 @@ impl Store for Stores {
     }
 
     fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        if self.layout == KvLayout::Single {
+            return self.at(0)?.set_many(entries);
+        }
         for (_, positions) in self.by_bucket(entries.iter().map(|(k, _)| k.as_str())) {
             let group: Vec<(String, Vec<u8>)> = positions.iter().map(|&p| entries[p].clone()).collect();
             self.for_key(&group[0].0)?.set_many(&group)?;
