@@ -102,16 +102,8 @@ struct Server<'a> {
 
 impl Server<'_> {
     fn store_stats(&self) -> Option<hongbao_host::kv::StatsSnapshot> {
-        (!self.hosts.is_empty()).then(|| {
-            self.hosts.iter().map(|h| h.app().store_stats()).fold(
-                Default::default(),
-                |a: hongbao_host::kv::StatsSnapshot, s| hongbao_host::kv::StatsSnapshot {
-                    calls: a.calls + s.calls,
-                    swaps: a.swaps + s.swaps,
-                    swaps_failed: a.swaps_failed + s.swaps_failed,
-                },
-            )
-        })
+        (!self.hosts.is_empty())
+            .then(|| self.hosts.iter().map(|h| h.app().store_stats()).fold(Default::default(), |total, s| total + s))
     }
 
     /// Instances created so far, and this process's CPU time: only

@@ -109,6 +109,29 @@ pub struct StatsSnapshot {
     pub swaps_failed: u64,
 }
 
+impl Stats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            calls: self.calls.load(Ordering::Relaxed),
+            swaps: self.swaps.load(Ordering::Relaxed),
+            swaps_failed: self.swaps_failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Several stores' counters together.
+impl std::ops::Add for StatsSnapshot {
+    type Output = StatsSnapshot;
+
+    fn add(self, other: StatsSnapshot) -> StatsSnapshot {
+        StatsSnapshot {
+            calls: self.calls + other.calls,
+            swaps: self.swaps + other.swaps,
+            swaps_failed: self.swaps_failed + other.swaps_failed,
+        }
+    }
+}
+
 pub struct Kv {
     state: Mutex<State>,
     journal: Option<sqlite::Journal>,
@@ -221,11 +244,7 @@ impl Kv {
     }
 
     pub fn stats(&self) -> StatsSnapshot {
-        StatsSnapshot {
-            calls: self.stats.calls.load(Ordering::Relaxed),
-            swaps: self.stats.swaps.load(Ordering::Relaxed),
-            swaps_failed: self.stats.swaps_failed.load(Ordering::Relaxed),
-        }
+        self.stats.snapshot()
     }
 
     /// Waits until everything up to `ticket` is durable (at once in memory).

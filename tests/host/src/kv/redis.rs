@@ -4,7 +4,9 @@
 //! pipelined as they come.
 //!
 //! Keys and values are Spin's Redis store's own: a key is the key, with no
-//! label prefix; `increment` is `INCRBY` (decimal text); `set_many` is
+//! label prefix (so labels sharing a server share its keyspace, and
+//! `list_keys` lists every label's keys there; hongbao's labels never
+//! collide, and no component lists keys); `increment` is `INCRBY` (decimal text); `set_many` is
 //! `MSET`. So `spin up` and `hongbao-host up` can serve one dataset side by
 //! side. Unlike Spin 4.0.2's store, compare-and-set is truly atomic and says
 //! what it did: a Lua script compares the key's value with what `current()`

@@ -11,7 +11,6 @@ use super::redis::RedisKv;
 use super::{CasFailed, Faults, KeyValues, Kv, KvError, StatsSnapshot, Ticket};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 /// Where one label's keys live.
 pub enum Backend {
@@ -148,18 +147,6 @@ impl Backend {
             }
         }
     }
-
-    fn stats(&self) -> StatsSnapshot {
-        let stats = match self {
-            Backend::Local(kv) => &kv.stats,
-            Backend::Redis(redis) => &redis.stats,
-        };
-        StatsSnapshot {
-            calls: stats.calls.load(Ordering::Relaxed),
-            swaps: stats.swaps.load(Ordering::Relaxed),
-            swaps_failed: stats.swaps_failed.load(Ordering::Relaxed),
-        }
-    }
 }
 
 /// The app's stores by label, and the host's own store under the `spin` ones.
@@ -221,16 +208,13 @@ impl Stores {
 
     /// Call counters of every store, summed (the local one counted once).
     pub fn stats(&self) -> StatsSnapshot {
-        let mut total = self.local.stats();
-        for backend in self.by_label.values() {
-            if let Backend::Redis(_) = **backend {
-                let s = backend.stats();
-                total.calls += s.calls;
-                total.swaps += s.swaps;
-                total.swaps_failed += s.swaps_failed;
-            }
-        }
-        total
+        self.by_label
+            .values()
+            .filter_map(|backend| match &**backend {
+                Backend::Redis(redis) => Some(redis.stats.snapshot()),
+                Backend::Local(_) => None,
+            })
+            .fold(self.local.stats(), |total, s| total + s)
     }
 
     /// Makes every store fail as `faults` says (each with its own draws).
