@@ -52,6 +52,10 @@ struct UpArgs {
     /// Directory of the durable store (default: .spin next to spin.toml, as Spin).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// MiB of entries the durable store keeps in RAM besides those not yet on disk; the rest
+    /// are read from SQLite when asked for.
+    #[arg(long, value_name = "MIB", default_value_t = hongbao_host::kv::DEFAULT_CACHE_BYTES >> 20)]
+    kv_cache_mib: usize,
     /// Call the admin expire and settle endpoints every SECONDS (as a cron would).
     #[arg(long, value_name = "SECONDS")]
     tick: Option<u64>,
@@ -154,6 +158,7 @@ async fn up(manifest: PathBuf, args: UpArgs) -> Result<()> {
             Some(path) => hongbao_host::runtime_config::RuntimeConfig::load(path)?,
             None => Default::default(),
         },
+        kv_cache_bytes: args.kv_cache_mib << 20,
     };
     let app = App::load_with(&manifest, store, options, |k| std::env::var(k).ok())?;
     let faults = match &args.faults {

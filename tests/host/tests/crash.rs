@@ -28,7 +28,9 @@ async fn sigkill_mid_packet_loses_nothing() {
     // must finish. (A cursor-strategy open killed between its open marker
     // and its share mapping leaves a share to expiry's refund; the shared
     // crate's crash tests cover that at every store call.)
-    let spec = HostSpec::app().durable(&state.0).var("open_strategy", "cas");
+    // No cache beyond what is not on disk yet: every other read comes from
+    // SQLite, across the kills too.
+    let spec = HostSpec::app().durable(&state.0).arg("--kv-cache-mib").arg("0").var("open_strategy", "cas");
     let mut host = HostProcess::start(&spec);
     let mut api = Api::new(host.addr);
     let id = Arc::new(api.paid_packet("sender", "lucky", TOTAL, SHARES).await);

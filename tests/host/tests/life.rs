@@ -31,7 +31,13 @@ async fn open_all(api: &mut Api, id: &str, users: &[String]) -> HashMap<String, 
 async fn a_packet_lives_its_whole_life() {
     let state = TempDir::new("life").unwrap();
     let clock = Clock::new();
-    let spec = HostSpec::app().durable(&state.0).var("packet_ttl_seconds", &TTL_SECONDS.to_string()).clock(&clock);
+    // No cache beyond what is not on disk yet: the sweeps read from SQLite.
+    let spec = HostSpec::app()
+        .durable(&state.0)
+        .arg("--kv-cache-mib")
+        .arg("0")
+        .var("packet_ttl_seconds", &TTL_SECONDS.to_string())
+        .clock(&clock);
     let mut host = HostProcess::start(&spec);
     let mut api = Api::new(host.addr);
 

@@ -1,14 +1,19 @@
 //! The host's key-value store.
 //!
-//! One authoritative map in memory, with a write sequence number per entry:
-//! compare-and-set compares that number (captured at `current()`), not the
-//! value, so it is strict: any write in between fails the swap, and a swap
-//! from "absent" fails if the key appeared meanwhile. That is stricter than
+//! A map in memory, with a sequence number per entry: compare-and-set
+//! compares that number (captured at `current()`), not the value, so it is
+//! strict: any write in between fails the swap, and a swap from "absent"
+//! fails if the key appeared meanwhile. That is stricter than
 //! Spin's SQLite store (value comparison, blind upsert from absent) and than
 //! its Redis store (which reports failure on every swap). It is not
 //! `hongbao::store::memory` (a test-only `Store` of the domain crate): this
 //! one serves `wasi:keyvalue` by store label, with the journal and durability
 //! tickets below, which the domain crate has no business knowing.
+//!
+//! In memory the map is the store. Durable, it is a bounded cache over the
+//! SQLite table (`State`): a miss reads the row back, entries already on
+//! disk are evicted least recently used first, entries not yet on disk stay.
+//! So the resident set follows the cache budget, not the table's size.
 //!
 //! Durability is optional and layered under the map: with a journal
 //! (`sqlite::Journal`), every mutation is queued in sequence order while the
@@ -22,9 +27,10 @@
 //! write that could still vanish.
 //!
 //! Counters (written by `increment`) and values (written by `set`/`swap`) are
-//! kept apart while the process runs: `get` of a counter and `increment` of a
+//! kept apart while they are cached: `get` of a counter and `increment` of a
 //! value are errors, as they are bugs on every real backend. On disk a counter
-//! is 8 bytes little-endian, as Spin's SQLite store keeps it.
+//! is 8 bytes little-endian, as Spin's SQLite store keeps it (and read back,
+//! it is those bytes to `get`).
 
 pub mod redis;
 pub mod sqlite;
@@ -52,12 +58,30 @@ pub struct Ticket(pub u64);
 enum Value {
     Bytes(Vec<u8>),
     Counter(i64),
+    /// Known absent: deleted (kept until the delete is on disk, so a cache
+    /// miss cannot read the old row back), or found missing on disk.
+    Absent,
 }
 
 #[derive(Debug, Clone)]
 struct Entry {
     value: Value,
+    /// Unique per write or read-back: what compare-and-set compares.
     seq: u64,
+    /// What an answer based on this entry waits for: its write's sequence
+    /// number, or 0 for what was read from disk (durable already).
+    ticket: u64,
+}
+
+impl Entry {
+    fn present(&self) -> bool {
+        !matches!(self.value, Value::Absent)
+    }
+
+    /// The seq `current()` reports: 0 when absent.
+    fn cas_seq(&self) -> u64 {
+        if self.present() { self.seq } else { 0 }
+    }
 }
 
 /// A mutation to make durable, in sequence order.
@@ -70,24 +94,134 @@ pub struct Mutation {
     pub seq: u64,
 }
 
+/// What one cached entry costs in RAM besides its key and value (the key's
+/// and the entry's headers, the list links, the map's slot), for the budget.
+const ENTRY_OVERHEAD: usize = 96;
+
+fn entry_size(key: &str, value: &Value) -> usize {
+    ENTRY_OVERHEAD
+        + key.len()
+        + match value {
+            Value::Bytes(b) => b.len(),
+            Value::Counter(_) | Value::Absent => 0,
+        }
+}
+
+/// What a durable store keeps in RAM by default (`up --kv-cache-mib`): the
+/// entries used last, plus every write not yet on disk.
+pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
+
 /// A map keyed by strings, hashed with foldhash (seeded per process), the
 /// hasher hashbrown itself defaults to: SipHash showed in the open phase's
 /// profile, for keys our own components build.
 type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
 
+/// One label's entries, least recently used first (hashlink, which rusqlite
+/// already brings, keeps the order in its linked hash map).
+type Lru = hashlink::LruCache<String, Entry, foldhash::fast::RandomState>;
+
+struct Table {
+    entries: Lru,
+    bytes: usize,
+}
+
+impl Default for Table {
+    fn default() -> Table {
+        Table { entries: Lru::with_hasher(usize::MAX, Default::default()), bytes: 0 }
+    }
+}
+
 /// label → key → entry. Nested so lookups borrow `&str` and allocate nothing.
-#[derive(Default)]
+/// In memory the map is the store. Durable, it is a cache of the SQLite
+/// table: entries not yet on disk stay, the others are evicted least
+/// recently used first once `budget` bytes are cached, and a miss reads the
+/// row back (caching what it found, absence too).
 struct State {
-    entries: Map<Map<Entry>>,
+    tables: Map<Table>,
     next_seq: u64,
-    /// The latest delete: a read that finds nothing depends on it (the key
-    /// may be absent only because of a delete that is not durable yet).
-    last_delete: u64,
+    /// The latest write (read-backs take sequence numbers too, but nothing
+    /// waits for them): what `flush` waits for.
+    last_written: u64,
+    bytes: usize,
+    budget: usize,
+    /// Durable: where misses are read from.
+    disk: Option<sqlite::Reader>,
 }
 
 impl State {
-    fn entry(&self, label: &str, key: &str) -> Option<&Entry> {
-        self.entries.get(label)?.get(key)
+    fn new(budget: usize, disk: Option<sqlite::Reader>) -> State {
+        State { tables: Map::default(), next_seq: 1, last_written: 0, bytes: 0, budget, disk }
+    }
+
+    /// The key's entry, read back from disk on a miss (`None`: absent, in memory).
+    fn entry(&mut self, label: &str, key: &str, durable: u64) -> Result<Option<&Entry>, KvError> {
+        if self.disk.is_some() && !self.tables.get(label).is_some_and(|t| t.entries.contains_key(key)) {
+            self.read_back(label, key, durable)?;
+        }
+        Ok(self.tables.get_mut(label).and_then(|t| t.entries.get(key)))
+    }
+
+    fn read_back(&mut self, label: &str, key: &str, durable: u64) -> Result<(), KvError> {
+        let Some(disk) = &mut self.disk else { return Ok(()) };
+        let value = disk.get(label, key)?.map_or(Value::Absent, Value::Bytes);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.put(label, key, Entry { value, seq, ticket: 0 }, durable);
+        Ok(())
+    }
+
+    /// Caches `entry` (most recently used), evicting first if over budget.
+    fn put(&mut self, label: &str, key: &str, entry: Entry, durable: u64) {
+        let size = entry_size(key, &entry.value);
+        let old = self.tables.get_mut(label).and_then(|t| t.entries.get_mut(key)).map(|e| entry_size(key, &e.value));
+        if self.bytes + size > self.budget.saturating_add(old.unwrap_or(0)) {
+            self.evict(size, durable);
+        }
+        let table = match self.tables.get_mut(label) {
+            Some(table) => table,
+            None => self.tables.entry(label.to_owned()).or_default(),
+        };
+        match (table.entries.get_mut(key), old) {
+            (Some(slot), Some(old)) => {
+                *slot = entry;
+                table.bytes = table.bytes + size - old;
+                self.bytes = self.bytes + size - old;
+            }
+            _ => {
+                table.entries.insert(key.to_owned(), entry);
+                table.bytes += size;
+                self.bytes += size;
+            }
+        }
+    }
+
+    fn remove(&mut self, label: &str, key: &str) {
+        if let Some(table) = self.tables.get_mut(label)
+            && let Some(entry) = table.entries.remove(key)
+        {
+            let size = entry_size(key, &entry.value);
+            table.bytes -= size;
+            self.bytes -= size;
+        }
+    }
+
+    /// Evicts least recently used entries until `room` more bytes fit, from
+    /// the largest label first. Entries not yet durable (`ticket > durable`)
+    /// are kept (moved to the back): the disk does not have them yet.
+    fn evict(&mut self, room: usize, durable: u64) {
+        let mut kept = 0;
+        while self.bytes + room > self.budget && kept < 64 {
+            let Some(table) = self.tables.values_mut().max_by_key(|t| t.bytes) else { return };
+            let Some((key, entry)) = table.entries.remove_lru() else { return };
+            if entry.ticket > durable {
+                table.entries.insert(key, entry);
+                kept += 1;
+                continue;
+            }
+            let size = entry_size(&key, &entry.value);
+            table.bytes -= size;
+            self.bytes -= size;
+        }
     }
 }
 
@@ -211,27 +345,18 @@ pub struct CasFailed {
 impl Kv {
     /// A store that lives and dies with the process (`--memory`).
     pub fn in_memory() -> Kv {
-        Kv {
-            state: Mutex::new(State { entries: Map::default(), next_seq: 1, last_delete: 0 }),
-            journal: None,
-            stats: Stats::default(),
-            faults: std::sync::OnceLock::new(),
-        }
+        Kv::with(State::new(usize::MAX, None), None)
     }
 
-    /// A durable store: loads every row of the journal's database, then
-    /// journals every mutation.
-    pub fn durable(journal: sqlite::Journal) -> Result<Kv, KvError> {
-        let mut entries: Map<Map<Entry>> = Map::default();
-        for (label, key, value) in journal.load()? {
-            entries.entry(label).or_default().insert(key, Entry { value: Value::Bytes(value), seq: 1 });
-        }
-        Ok(Kv {
-            state: Mutex::new(State { entries, next_seq: 2, last_delete: 0 }),
-            journal: Some(journal),
-            stats: Stats::default(),
-            faults: std::sync::OnceLock::new(),
-        })
+    /// A durable store over the journal's database, caching at most about
+    /// `cache_bytes` of entries already on disk (and every one not yet).
+    pub fn durable(journal: sqlite::Journal, cache_bytes: usize) -> Result<Kv, KvError> {
+        let reader = journal.reader()?;
+        Ok(Kv::with(State::new(cache_bytes, Some(reader)), Some(journal)))
+    }
+
+    fn with(state: State, journal: Option<sqlite::Journal>) -> Kv {
+        Kv { state: Mutex::new(state), journal, stats: Stats::default(), faults: std::sync::OnceLock::new() }
     }
 
     /// From now on, inject `faults` (once per store).
@@ -247,6 +372,11 @@ impl Kv {
         self.stats.snapshot()
     }
 
+    /// Bytes of entries held in RAM (see `State`).
+    pub fn cached_bytes(&self) -> usize {
+        self.state.lock().unwrap().bytes
+    }
+
     /// Waits until everything up to `ticket` is durable (at once in memory).
     pub async fn wait(&self, ticket: Ticket) -> Result<(), KvError> {
         match &self.journal {
@@ -259,7 +389,7 @@ impl Kv {
     pub fn flush(&self) -> Result<(), KvError> {
         match &self.journal {
             Some(journal) => {
-                let last = Ticket(self.state.lock().unwrap().next_seq - 1);
+                let last = Ticket(self.state.lock().unwrap().last_written);
                 journal.wait_blocking(last)
             }
             None => Ok(()),
@@ -280,46 +410,45 @@ impl Kv {
         Ok(self.state.lock().unwrap())
     }
 
-    /// Writes under the lock: new sequence number, map update, journal entry.
-    fn write(&self, state: &mut State, label: &str, key: &str, value: Option<Value>) -> Ticket {
+    /// The highest sequence number on disk: entries up to it may be evicted.
+    fn durable_seq(&self) -> u64 {
+        self.journal.as_ref().map_or(u64::MAX, sqlite::Journal::durable)
+    }
+
+    /// The key's entry (read back from disk on a miss).
+    fn entry<'s>(&self, state: &'s mut State, label: &str, key: &str) -> Result<Option<&'s Entry>, KvError> {
+        state.entry(label, key, self.durable_seq())
+    }
+
+    /// Writes under the lock: new sequence number, journal entry, map update.
+    fn write(&self, state: &mut State, label: &str, key: &str, value: Value) -> Ticket {
         let seq = state.next_seq;
         state.next_seq += 1;
-        if let Some(journal) = &self.journal {
-            let persisted = value.as_ref().map(|v| match v {
-                Value::Bytes(b) => b.clone(),
-                Value::Counter(n) => n.to_le_bytes().to_vec(),
-            });
-            journal.push(Mutation { label: label.to_owned(), key: key.to_owned(), value: persisted, seq });
-        }
-        match value {
-            Some(value) => {
-                let table = match state.entries.get_mut(label) {
-                    Some(table) => table,
-                    None => state.entries.entry(label.to_owned()).or_default(),
-                };
-                match table.get_mut(key) {
-                    Some(entry) => *entry = Entry { value, seq },
-                    None => {
-                        table.insert(key.to_owned(), Entry { value, seq });
-                    }
-                }
+        state.last_written = seq;
+        let Some(journal) = &self.journal else {
+            match value {
+                Value::Absent => state.remove(label, key),
+                value => state.put(label, key, Entry { value, seq, ticket: seq }, u64::MAX),
             }
-            None => {
-                state.last_delete = seq;
-                if let Some(table) = state.entries.get_mut(label) {
-                    table.remove(key);
-                }
-            }
-        }
+            return Ticket(seq);
+        };
+        let persisted = match &value {
+            Value::Bytes(b) => Some(b.clone()),
+            Value::Counter(n) => Some(n.to_le_bytes().to_vec()),
+            Value::Absent => None,
+        };
+        journal.push(Mutation { label: label.to_owned(), key: key.to_owned(), value: persisted, seq });
+        state.put(label, key, Entry { value, seq, ticket: seq }, journal.durable());
         Ticket(seq)
     }
 
     /// The value, its sequence number (0 when absent, for compare-and-set),
     /// and what an answer based on it depends on.
-    fn read(state: &State, label: &str, key: &str) -> Result<(Option<Vec<u8>>, u64, Ticket), KvError> {
-        match state.entry(label, key) {
-            None => Ok((None, 0, Ticket(state.last_delete))),
-            Some(Entry { value: Value::Bytes(b), seq }) => Ok((Some(b.clone()), *seq, Ticket(*seq))),
+    fn read(&self, state: &mut State, label: &str, key: &str) -> Result<(Option<Vec<u8>>, u64, Ticket), KvError> {
+        match self.entry(state, label, key)? {
+            None => Ok((None, 0, Ticket(0))),
+            Some(Entry { value: Value::Absent, ticket, .. }) => Ok((None, 0, Ticket(*ticket))),
+            Some(Entry { value: Value::Bytes(b), seq, ticket }) => Ok((Some(b.clone()), *seq, Ticket(*ticket))),
             Some(Entry { value: Value::Counter(_), .. }) => {
                 Err(KvError(format!("{key} is a counter: read it with increment(key, 0), not get")))
             }
@@ -328,8 +457,8 @@ impl Kv {
 
     pub fn get(&self, label: &str, key: &str) -> Result<(Option<Vec<u8>>, Ticket), KvError> {
         self.count();
-        let state = self.lock()?;
-        let (value, _, ticket) = Kv::read(&state, label, key)?;
+        let mut state = self.lock()?;
+        let (value, _, ticket) = self.read(&mut state, label, key)?;
         Ok((value, ticket))
     }
 
@@ -340,11 +469,11 @@ impl Kv {
                 "wrong number of arguments for 'keys' command (as Spin 4.0.2's Redis get-many)".into(),
             ));
         }
-        let state = self.lock()?;
+        let mut state = self.lock()?;
         let mut newest = 0;
         let mut found = Vec::with_capacity(keys.len());
         for key in keys {
-            let (value, _, ticket) = Kv::read(&state, label, key)?;
+            let (value, _, ticket) = self.read(&mut state, label, key)?;
             newest = newest.max(ticket.0);
             found.push((key.clone(), value));
         }
@@ -353,54 +482,61 @@ impl Kv {
 
     pub fn exists(&self, label: &str, key: &str) -> Result<(bool, Ticket), KvError> {
         self.count();
-        let state = self.lock()?;
-        Ok(match state.entry(label, key) {
-            Some(entry) => (true, Ticket(entry.seq)),
-            None => (false, Ticket(state.last_delete)),
+        let mut state = self.lock()?;
+        Ok(match self.entry(&mut state, label, key)? {
+            Some(entry) => (entry.present(), Ticket(entry.ticket)),
+            None => (false, Ticket(0)),
         })
     }
 
+    /// Every key of `label`, sorted: the disk's, as the cache amends them.
     pub fn list_keys(&self, label: &str) -> Result<(Vec<String>, Ticket), KvError> {
         self.count();
-        let state = self.lock()?;
-        let mut newest = state.last_delete;
-        let mut keys: Vec<String> = state
-            .entries
-            .get(label)
-            .into_iter()
-            .flatten()
-            .map(|(k, e)| {
-                newest = newest.max(e.seq);
-                k.clone()
-            })
-            .collect();
-        keys.sort();
-        Ok((keys, Ticket(newest)))
+        let mut state = self.lock()?;
+        let state = &mut *state;
+        let mut keys = match &mut state.disk {
+            Some(disk) => disk.keys(label)?,
+            None => std::collections::BTreeSet::new(),
+        };
+        let mut newest = 0;
+        for (key, entry) in state.tables.get(label).into_iter().flat_map(|t| t.entries.iter()) {
+            newest = newest.max(entry.ticket);
+            if entry.present() {
+                keys.insert(key.clone());
+            } else {
+                keys.remove(key);
+            }
+        }
+        Ok((keys.into_iter().collect(), Ticket(newest)))
     }
 
     pub fn set(&self, label: &str, key: &str, value: Vec<u8>) -> Result<Ticket, KvError> {
         self.count();
         let mut state = self.lock()?;
-        Ok(self.write(&mut state, label, key, Some(Value::Bytes(value))))
+        Ok(self.write(&mut state, label, key, Value::Bytes(value)))
     }
 
     pub fn delete(&self, label: &str, key: &str) -> Result<Ticket, KvError> {
         self.count();
         let mut state = self.lock()?;
-        if state.entry(label, key).is_none() {
-            return Ok(Ticket(state.last_delete));
+        match self.entry(&mut state, label, key)? {
+            Some(entry) if entry.present() => Ok(self.write(&mut state, label, key, Value::Absent)),
+            // Nothing to delete: the answer depends on what made it absent.
+            entry => Ok(Ticket(entry.map_or(0, |e| e.ticket))),
         }
-        Ok(self.write(&mut state, label, key, None))
     }
 
     pub fn increment(&self, label: &str, key: &str, delta: i64) -> Result<(i64, Ticket), KvError> {
         self.count();
         let mut state = self.lock()?;
-        let current = match state.entry(label, key) {
-            None => 0,
-            Some(Entry { value: Value::Counter(n), .. }) => *n,
-            // A counter loaded from disk: Spin's 8-byte little-endian form.
-            Some(Entry { value: Value::Bytes(b), .. }) if b.len() == 8 => i64::from_le_bytes(b[..].try_into().unwrap()),
+        let (current, seen) = match self.entry(&mut state, label, key)? {
+            None => (0, 0),
+            Some(Entry { value: Value::Absent, ticket, .. }) => (0, *ticket),
+            Some(Entry { value: Value::Counter(n), ticket, .. }) => (*n, *ticket),
+            // A counter read back from disk: Spin's 8-byte little-endian form.
+            Some(Entry { value: Value::Bytes(b), ticket, .. }) if b.len() == 8 => {
+                (i64::from_le_bytes(b[..].try_into().unwrap()), *ticket)
+            }
             Some(Entry { value: Value::Bytes(_), .. }) => {
                 return Err(KvError(format!(
                     "increment on {key}, a value written by set (Spin's SQLite store panics here)"
@@ -409,23 +545,25 @@ impl Kv {
         };
         if delta == 0 {
             // A read (the only way to read a counter): nothing to write or
-            // journal; the answer depends on the entry (or the last delete).
-            let seen = state.entry(label, key).map_or(state.last_delete, |e| e.seq);
+            // journal; the answer depends on the entry's write.
             return Ok((current, Ticket(seen)));
         }
         let next = current.checked_add(delta).ok_or_else(|| KvError(format!("counter {key} overflows")))?;
-        let ticket = self.write(&mut state, label, key, Some(Value::Counter(next)));
+        let ticket = self.write(&mut state, label, key, Value::Counter(next));
         Ok((next, ticket))
     }
 
     /// `cas.current()`: the value and its sequence number (0 when absent).
     pub fn current(&self, label: &str, key: &str) -> Result<(Option<Vec<u8>>, u64, Ticket), KvError> {
         self.count();
-        let state = self.lock()?;
-        Kv::read(&state, label, key)
+        let mut state = self.lock()?;
+        self.read(&mut state, label, key)
     }
 
-    /// `swap`: writes if the key's sequence number is still `expected`.
+    /// `swap`: writes if the key's sequence number is still `expected`. An
+    /// entry evicted and read back in between has a new number, so such a
+    /// swap fails as if the key had changed (the caller reads again); it
+    /// never succeeds over a write it did not see.
     pub fn swap(
         &self,
         label: &str,
@@ -436,12 +574,12 @@ impl Kv {
         self.count();
         self.stats.swaps.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock()?;
-        let now = state.entry(label, key).map_or(0, |e| e.seq);
+        let now = self.entry(&mut state, label, key)?.map_or(0, Entry::cas_seq);
         if now != expected {
             self.stats.swaps_failed.fetch_add(1, Ordering::Relaxed);
             return Ok(Err(CasFailed { current_seq: now }));
         }
-        let ticket = self.write(&mut state, label, key, Some(Value::Bytes(value)));
+        let ticket = self.write(&mut state, label, key, Value::Bytes(value));
         if self.faults.get().is_some_and(|f| f.happens(f.cas_lie)) {
             return Ok(Err(CasFailed { current_seq: ticket.0 }));
         }

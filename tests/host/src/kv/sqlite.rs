@@ -16,8 +16,8 @@
 //! `WAL_LIMIT_FRAMES` anyway, the writer checkpoints it itself.
 
 use super::{KvError, Mutation, Ticket};
-use rusqlite::{Connection, params};
-use std::collections::HashMap;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -136,13 +136,16 @@ impl Journal {
         &self.path
     }
 
-    /// Every row, for loading the in-memory map at start.
-    pub fn load(&self) -> Result<Vec<(String, String, Vec<u8>)>, KvError> {
+    /// A connection of its own for the store's cache misses.
+    pub fn reader(&self) -> Result<Reader, KvError> {
         let conn = open(&self.path)?;
-        let err = |e: rusqlite::Error| KvError(e.to_string());
-        let mut stmt = conn.prepare("SELECT store, key, value FROM spin_key_value").map_err(err)?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(err)?;
-        rows.collect::<Result<_, _>>().map_err(err)
+        conn.pragma_update(None, "cache_size", READER_CACHE_KIB).map_err(|e| KvError(e.to_string()))?;
+        Ok(Reader { conn })
+    }
+
+    /// The highest sequence number committed (everything up to it is on disk).
+    pub fn durable(&self) -> u64 {
+        *self.shared.durable.borrow()
     }
 
     /// Queues a mutation; called with the map locked, so in sequence order.
@@ -197,6 +200,55 @@ impl Journal {
     pub async fn copied_back(&self, commits: u64) {
         let mut copied = self.shared.copied_back.subscribe();
         let _ = copied.wait_for(|&copied| copied >= commits).await;
+    }
+}
+
+/// Writes `rows` (label, key, value) straight into the table at `path`, in
+/// one transaction, without the journal: for building a large store to
+/// measure (the bench), never while a store is open on it.
+pub fn bulk_load(path: &Path, rows: impl Iterator<Item = (String, String, Vec<u8>)>) -> Result<u64, KvError> {
+    let err = |e: rusqlite::Error| KvError(format!("{}: {e}", path.display()));
+    let mut conn = open(path)?;
+    conn.pragma_update(None, "synchronous", "OFF").map_err(err)?;
+    let tx = conn.transaction().map_err(err)?;
+    let mut written = 0;
+    {
+        let mut insert =
+            tx.prepare("INSERT OR REPLACE INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)").map_err(err)?;
+        for (label, key, value) in rows {
+            insert.execute(params![label, key, value]).map_err(err)?;
+            written += 1;
+        }
+    }
+    tx.commit().map_err(err)?;
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").map_err(err)?;
+    Ok(written)
+}
+
+/// SQLite's page cache for misses, in KiB as its `cache_size` pragma takes
+/// them (negative): enough for the table's inner B-tree pages, which every
+/// lookup walks, at a size that keeps the process's footprint bounded.
+const READER_CACHE_KIB: i64 = -16 * 1024;
+
+/// Reads rows one key at a time (each query its own read transaction, so it
+/// sees every commit made before it began).
+pub struct Reader {
+    conn: Connection,
+}
+
+impl Reader {
+    pub fn get(&mut self, label: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        let err = |e: rusqlite::Error| KvError(format!("reading {key}: {e}"));
+        let mut stmt =
+            self.conn.prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2").map_err(err)?;
+        stmt.query_row(params![label, key], |r| r.get(0)).optional().map_err(err)
+    }
+
+    pub fn keys(&mut self, label: &str) -> Result<BTreeSet<String>, KvError> {
+        let err = |e: rusqlite::Error| KvError(format!("listing {label}: {e}"));
+        let mut stmt = self.conn.prepare_cached("SELECT key FROM spin_key_value WHERE store = ?1").map_err(err)?;
+        let rows = stmt.query_map(params![label], |r| r.get(0)).map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
     }
 }
 
@@ -310,7 +362,7 @@ mod tests {
     async fn writes_survive_a_reopen_in_spins_layout() {
         let path = temp_db("reopen");
         {
-            let kv = Kv::durable(Journal::open(&path).unwrap()).unwrap();
+            let kv = Kv::durable(Journal::open(&path).unwrap(), super::super::DEFAULT_CACHE_BYTES).unwrap();
             let t = kv.set("default", "a", b"1".to_vec()).unwrap();
             let (_, t2) = kv.increment("default", "n", 5).unwrap();
             kv.wait(t.max(t2)).await.unwrap();
@@ -320,7 +372,7 @@ mod tests {
             .query_row("SELECT value FROM spin_key_value WHERE store='default' AND key='n'", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 5i64.to_le_bytes().to_vec(), "counters are 8-byte little-endian, as in Spin");
-        let kv = Kv::durable(Journal::open(&path).unwrap()).unwrap();
+        let kv = Kv::durable(Journal::open(&path).unwrap(), super::super::DEFAULT_CACHE_BYTES).unwrap();
         assert_eq!(kv.get("default", "a").unwrap().0, Some(b"1".to_vec()));
         assert_eq!(kv.increment("default", "n", 1).unwrap().0, 6);
     }
@@ -330,7 +382,7 @@ mod tests {
         let path = temp_db("checkpoint");
         let wal = path.with_file_name(format!("{SPIN_DB_FILE}-wal"));
         {
-            let kv = Kv::durable(Journal::open(&path).unwrap()).unwrap();
+            let kv = Kv::durable(Journal::open(&path).unwrap(), super::super::DEFAULT_CACHE_BYTES).unwrap();
             for i in 0..300 {
                 let t = kv.set("default", &format!("k{i}"), vec![7; 100]).unwrap();
                 kv.wait(t).await.unwrap();
@@ -358,7 +410,7 @@ mod tests {
     #[tokio::test]
     async fn many_waiters_share_commits() {
         let path = temp_db("group");
-        let kv = Arc::new(Kv::durable(Journal::open(&path).unwrap()).unwrap());
+        let kv = Arc::new(Kv::durable(Journal::open(&path).unwrap(), super::super::DEFAULT_CACHE_BYTES).unwrap());
         let mut tasks = Vec::new();
         for i in 0..200 {
             let kv = Arc::clone(&kv);
@@ -372,5 +424,137 @@ mod tests {
         }
         let commits = kv.journal.as_ref().unwrap().commits();
         assert!((1..200).contains(&commits), "{commits} commits for 200 writes");
+    }
+
+    /// A durable store with room for about `entries` small entries.
+    fn small_cache(name: &str, entries: usize) -> (Kv, PathBuf) {
+        let path = temp_db(name);
+        (Kv::durable(Journal::open(&path).unwrap(), entries * 128).unwrap(), path)
+    }
+
+    /// Writes `n` filler keys and waits for them: older entries, on disk now, get evicted.
+    async fn flood(kv: &Kv, n: usize) {
+        let mut last = Ticket(0);
+        for i in 0..n {
+            last = kv.set("default", &format!("filler{i}"), vec![0; 16]).unwrap();
+        }
+        kv.wait(last).await.unwrap();
+        // Once they are durable, the next write may evict them too.
+        let t = kv.set("default", "filler-last", vec![0; 16]).unwrap();
+        kv.wait(t).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_small_cache_reads_evicted_entries_back_from_disk() {
+        let (kv, _) = small_cache("evict", 50);
+        let mut last = Ticket(0);
+        for i in 0..500 {
+            last = kv.set("default", &format!("k{i}"), format!("v{i}").into_bytes()).unwrap();
+        }
+        let (_, counted) = kv.increment("default", "n", 7).unwrap();
+        kv.wait(last.max(counted)).await.unwrap();
+        flood(&kv, 200).await;
+        assert!(kv.cached_bytes() <= 50 * 128 + 200, "{} bytes cached", kv.cached_bytes());
+        for i in 0..500 {
+            assert_eq!(kv.get("default", &format!("k{i}")).unwrap().0, Some(format!("v{i}").into_bytes()));
+        }
+        assert_eq!(kv.increment("default", "n", 1).unwrap().0, 8, "a counter read back counts on");
+        assert_eq!(kv.get("default", "never").unwrap().0, None);
+        assert!(!kv.exists("default", "never").unwrap().0);
+        // A delete hides the row at once, durable or not, evicted or not.
+        kv.delete("default", "k3").unwrap();
+        assert_eq!(kv.get("default", "k3").unwrap().0, None);
+        flood(&kv, 200).await;
+        assert_eq!(kv.get("default", "k3").unwrap().0, None);
+        let (keys, _) = kv.list_keys("default").unwrap();
+        assert_eq!(keys.iter().filter(|k| k.starts_with('k')).count(), 499, "disk and cache together");
+        assert!(!keys.contains(&"k3".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_swap_over_an_eviction_fails_and_never_hides_a_write() {
+        let (kv, _) = small_cache("evict-swap", 20);
+        let t = kv.set("default", "k", b"a".to_vec()).unwrap();
+        kv.wait(t).await.unwrap();
+        // Evicted and read back between current() and swap: it fails
+        // (the caller reads again), even though nothing changed.
+        let (_, seen, _) = kv.current("default", "k").unwrap();
+        flood(&kv, 100).await;
+        assert!(kv.swap("default", "k", seen, b"b".to_vec()).unwrap().is_err());
+        // A write in between, then an eviction: it fails too.
+        let (_, seen, _) = kv.current("default", "k").unwrap();
+        let t = kv.set("default", "k", b"c".to_vec()).unwrap();
+        kv.wait(t).await.unwrap();
+        flood(&kv, 100).await;
+        assert!(kv.swap("default", "k", seen, b"d".to_vec()).unwrap().is_err());
+        assert_eq!(kv.get("default", "k").unwrap().0, Some(b"c".to_vec()));
+        // Read again, it goes through.
+        let (_, seen, _) = kv.current("default", "k").unwrap();
+        let t = kv.swap("default", "k", seen, b"e".to_vec()).unwrap().expect("nothing changed");
+        kv.wait(t).await.unwrap();
+        flood(&kv, 100).await;
+        assert_eq!(kv.get("default", "k").unwrap().0, Some(b"e".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn compare_and_set_loses_no_update_while_the_cache_churns() {
+        let (kv, path) = small_cache("evict-race", 30);
+        let kv = Arc::new(kv);
+        let mut tasks = Vec::new();
+        for worker in 0..8 {
+            let kv = Arc::clone(&kv);
+            tasks.push(tokio::spawn(async move {
+                for round in 0..150 {
+                    let key = format!("acc{}", round % 4);
+                    loop {
+                        let (value, seen, _) = kv.current("default", &key).unwrap();
+                        let n: u64 = value.map_or(0, |v| String::from_utf8(v).unwrap().parse().unwrap());
+                        if let Ok(t) = kv.swap("default", &key, seen, (n + 1).to_string().into_bytes()).unwrap() {
+                            kv.wait(t).await.unwrap();
+                            break;
+                        }
+                    }
+                    // Churn: enough other keys that the accounts are evicted now and then.
+                    let t = kv.set("default", &format!("w{worker}-{round}"), vec![1; 32]).unwrap();
+                    kv.wait(t).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let read = |kv: &Kv| -> u64 {
+            (0..4)
+                .map(|i| {
+                    let v = kv.get("default", &format!("acc{i}")).unwrap().0.unwrap();
+                    String::from_utf8(v).unwrap().parse::<u64>().unwrap()
+                })
+                .sum()
+        };
+        assert_eq!(read(&kv), 8 * 150);
+        drop(kv);
+        assert_eq!(read(&Kv::durable(Journal::open(&path).unwrap(), 1 << 20).unwrap()), 8 * 150, "and on disk");
+    }
+
+    #[tokio::test]
+    async fn writes_not_yet_on_disk_are_never_evicted() {
+        let (kv, path) = small_cache("pinned", 20);
+        let t = kv.set("default", "k", b"old".to_vec()).unwrap();
+        kv.wait(t).await.unwrap();
+        // Another connection holds SQLite's write lock: the journal's next
+        // commit waits (its busy timeout), so what follows is not on disk.
+        let blocker = Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let pending = kv.set("default", "k", b"new".to_vec()).unwrap();
+        for i in 0..200 {
+            kv.set("default", &format!("later{i}"), vec![2; 16]).unwrap();
+        }
+        assert!(kv.journal.as_ref().unwrap().durable() < pending.0, "the commit is held up");
+        assert!(kv.cached_bytes() > 20 * 128, "over budget rather than forgetting a write");
+        assert_eq!(kv.get("default", "k").unwrap().0, Some(b"new".to_vec()), "not the disk's old row");
+        blocker.execute_batch("ROLLBACK").unwrap();
+        kv.wait(pending).await.unwrap();
+        flood(&kv, 100).await;
+        assert_eq!(kv.get("default", "k").unwrap().0, Some(b"new".to_vec()));
     }
 }

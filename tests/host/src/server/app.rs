@@ -12,7 +12,7 @@ use crate::kv::{Faults, Kv, StatsSnapshot};
 use crate::manifest::{HttpTrigger, Manifest};
 use crate::metrics::Metrics;
 use crate::router::Router;
-use crate::runtime_config::{KvStoreConfig, RuntimeConfig};
+use crate::runtime_config::KvStoreConfig;
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -71,7 +71,7 @@ impl App {
         let manifest = Manifest::load(manifest_path)?;
         let variables = manifest.resolve_variables(env)?;
         let metrics = Arc::new(Metrics::new());
-        let (stores, store_location) = open_stores(&store, &options.runtime_config, &metrics)?;
+        let (stores, store_location) = open_stores(&store, &options, &metrics)?;
         let stores = Arc::new(stores);
 
         let (engine, cache) = engine::new(options.compile_cache.dir(&manifest).as_deref())?;
@@ -203,7 +203,8 @@ impl App {
 /// `spin` ones (and `default`, unless the config says otherwise) on the
 /// host's own store, in memory or in one SQLite file; and where they are,
 /// in words.
-fn open_stores(choice: &StoreChoice, config: &RuntimeConfig, metrics: &Metrics) -> Result<(Stores, String)> {
+fn open_stores(choice: &StoreChoice, options: &ServeOptions, metrics: &Metrics) -> Result<(Stores, String)> {
+    let config = &options.runtime_config;
     let mut labels: BTreeMap<String, Option<RedisKv>> = BTreeMap::from([("default".to_string(), None)]);
     for (label, store) in &config.key_value_stores {
         let redis = match store {
@@ -223,7 +224,8 @@ fn open_stores(choice: &StoreChoice, config: &RuntimeConfig, metrics: &Metrics) 
                 Some(path) => path.to_path_buf(),
                 None => dir.join(SPIN_DB_FILE),
             };
-            let kv = Kv::durable(Journal::open(&path).map_err(|e| anyhow!(e.0))?).map_err(|e| anyhow!(e.0))?;
+            let journal = Journal::open(&path).map_err(|e| anyhow!(e.0))?;
+            let kv = Kv::durable(journal, options.kv_cache_bytes).map_err(|e| anyhow!(e.0))?;
             (kv, format!("{} (SQLite, Spin's layout, durable before each response)", path.display()))
         }
     };

@@ -68,6 +68,9 @@ pub struct ServeOptions {
     /// Spin's runtime config: which labels live where (`--runtime-config-file`);
     /// empty: only `default`, on the host's own store.
     pub runtime_config: crate::runtime_config::RuntimeConfig,
+    /// What the durable store keeps in RAM of entries already on disk
+    /// (`--kv-cache-mib`); misses read SQLite.
+    pub kv_cache_bytes: usize,
 }
 
 impl Default for ServeOptions {
@@ -81,6 +84,7 @@ impl Default for ServeOptions {
             wall_clock: None,
             compile_cache: CompileCache::default(),
             runtime_config: Default::default(),
+            kv_cache_bytes: crate::kv::DEFAULT_CACHE_BYTES,
         }
     }
 }
