@@ -72,6 +72,8 @@ pub struct Options {
     pub packets: Option<usize>,
     /// The Spin CLI for the `spin-*` stores (`None`: they are skipped).
     pub spin: Option<PathBuf>,
+    /// Keys of the large durable store (`crate::large`; 0: not measured).
+    pub large_store_keys: u64,
 }
 
 /// Everything one run measured.
@@ -87,17 +89,19 @@ pub struct Results {
     pub sizes: Vec<ComponentSize>,
     /// Packets whose money was checked against what their clients were told.
     pub packets_checked: usize,
+    /// The large durable store, when measured.
+    pub large: Option<crate::large::LargeStore>,
 }
 
 /// Where the load goes: hosts in this process (whose stores count their
 /// calls and whose CPU is this process's; requests take turns over them),
 /// or a server of its own (`spin up`), measured from outside only.
 #[derive(Clone, Copy)]
-struct Server<'a> {
-    addrs: &'a [SocketAddr],
-    hosts: &'a [Running],
+pub(crate) struct Server<'a> {
+    pub(crate) addrs: &'a [SocketAddr],
+    pub(crate) hosts: &'a [Running],
     /// The Redis server the hosts share, if any: its CPU is measured too.
-    redis: Option<u32>,
+    pub(crate) redis: Option<u32>,
 }
 
 impl Server<'_> {
@@ -209,7 +213,7 @@ impl Run {
     }
 }
 
-fn progress(message: impl AsRef<str>) {
+pub(crate) fn progress(message: impl AsRef<str>) {
     eprintln!("bench: {}", message.as_ref());
 }
 
@@ -275,7 +279,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// The application variables of every measured server, as environment.
-fn variables(strategy: Strategy) -> Vec<(String, String)> {
+pub(crate) fn variables(strategy: Strategy) -> Vec<(String, String)> {
     let strategy = name(strategy);
     [
         ("SPIN_VARIABLE_AUTH_SECRET", AUTH),
@@ -526,7 +530,7 @@ async fn hot(target: Server<'_>, shares: u32, clients: usize) -> Result<Hot> {
     Ok(hot)
 }
 
-async fn many(target: Server<'_>, packets: usize, connections: usize) -> Result<Many> {
+pub(crate) async fn many(target: Server<'_>, packets: usize, connections: usize) -> Result<Many> {
     const SHARES: u32 = 10;
     let addrs = target.addrs();
     progress(format!("  many packets: wrapping and paying {packets} packets"));
@@ -657,7 +661,7 @@ fn parse(body: &[u8]) -> Value {
 }
 
 /// The audit at the end of a run (`client::settle_and_reconcile` of today).
-async fn books(addr: SocketAddr) -> Result<Books> {
+pub(crate) async fn books(addr: SocketAddr) -> Result<Books> {
     let day = hongbao::Timestamp(now()).day();
     let books = client::settle_and_reconcile(&mut Client::new(addr), ADMIN, day).await?;
     progress(format!(
@@ -841,7 +845,24 @@ pub async fn run(options: &Options) -> Result<Results> {
     let _ = std::fs::remove_dir_all(&state);
     let (spin_runs, spin_skipped) = spin_runs(options, &manifest, &runs).await?;
     packets_checked += spin_runs.iter().map(|r| r.many.packets + r.hot.len()).sum::<usize>();
-    Ok(Results { client_counts, runs, spin_runs, spin_skipped, instantiate, service_times, sizes, packets_checked })
+    let large = if options.stores.contains(&Store::Sqlite) && options.large_store_keys > 0 {
+        let packets = if options.quick { 200 } else { 2_000 };
+        crate::large::run(&manifest, options.large_store_keys, packets).await?
+    } else {
+        None
+    };
+    packets_checked += large.as_ref().map_or(0, |l| l.many.packets);
+    Ok(Results {
+        client_counts,
+        runs,
+        spin_runs,
+        spin_skipped,
+        instantiate,
+        service_times,
+        sizes,
+        packets_checked,
+        large,
+    })
 }
 
 /// One `spin up` run: the same phases as the host's, smaller (Spin's SQLite
@@ -849,6 +870,7 @@ pub async fn run(options: &Options) -> Result<Results> {
 /// host run it is compared with (`reference`).
 pub struct SpinRun {
     pub store: Store,
+    pub strategy: Strategy,
     pub healthz: f64,
     pub many: Many,
     pub hot: Vec<Hot>,
@@ -874,36 +896,56 @@ async fn spin_runs(options: &Options, manifest: &Path, runs: &[Run]) -> Result<(
         progress(format!("spin up: skipped ({NO_SPIN})"));
         return Ok((Vec::new(), Some(NO_SPIN.to_owned())));
     };
-    let strategy = reference(runs).strategy;
+    // Spin's Redis store lies on every swap, and the strategies pay for
+    // that differently: it runs each one, to say which a deployment should use.
+    let reference_strategy = reference(runs).strategy;
     let packets = if options.quick { 50 } else { 300 };
     let mut spin_runs = Vec::new();
     for store in wanted {
-        progress(format!("spin up ({}), {} store, {} strategy", bin.display(), name(store), name(strategy)));
-        let redis = match store {
-            Store::SpinRedis => Some(tokio::task::block_in_place(RedisServer::start)?),
-            _ => None,
+        let strategies = match store {
+            Store::SpinRedis => options.strategies.clone(),
+            _ => vec![reference_strategy],
         };
-        let mut env = variables(strategy);
-        if redis.is_some() {
-            // Spin 4.0.2's Redis get-many fails (see ../shared/bin/README.md).
-            env.push(("SPIN_VARIABLE_KV_BATCH_READS".into(), "false".into()));
+        for strategy in strategies {
+            spin_runs.push(spin_run(bin, manifest, store, strategy, packets, options.quick).await?);
         }
-        let config = SpinConfig { bin, manifest, state_dir: None, env: &env, redis: redis.as_ref().map(|r| r.addr) };
-        let spin = tokio::task::block_in_place(|| SpinUp::start(&config))?;
-        let target = Server { addrs: std::slice::from_ref(&spin.addr), hosts: &[], redis: None };
-        let ceiling_time = Duration::from_secs(if options.quick { 1 } else { 3 });
-        let healthz = ceiling(spin.addr, 64, ceiling_time).await?.per_s;
-        progress(format!("  /healthz at 64 clients: {healthz:.0} req/s"));
-        let many = many(target, packets, 64).await?;
-        progress(format!("  many packets: {:.0} opens/s", many.opens_per_s));
-        let mut hot_runs = Vec::new();
-        for clients in [64, 256] {
-            hot_runs.push(hot(target, 100, clients).await?);
-        }
-        let books = books(spin.addr).await?;
-        spin_runs.push(SpinRun { store, healthz, many, hot: hot_runs, books });
     }
     Ok((spin_runs, None))
+}
+
+/// One `spin up` run on `store` with `strategy`.
+async fn spin_run(
+    bin: &Path,
+    manifest: &Path,
+    store: Store,
+    strategy: Strategy,
+    packets: usize,
+    quick: bool,
+) -> Result<SpinRun> {
+    progress(format!("spin up ({}), {} store, {} strategy", bin.display(), name(store), name(strategy)));
+    let redis = match store {
+        Store::SpinRedis => Some(tokio::task::block_in_place(RedisServer::start)?),
+        _ => None,
+    };
+    let mut env = variables(strategy);
+    if redis.is_some() {
+        // Spin 4.0.2's Redis get-many fails (see ../shared/bin/README.md).
+        env.push(("SPIN_VARIABLE_KV_BATCH_READS".into(), "false".into()));
+    }
+    let config = SpinConfig { bin, manifest, state_dir: None, env: &env, redis: redis.as_ref().map(|r| r.addr) };
+    let spin = tokio::task::block_in_place(|| SpinUp::start(&config))?;
+    let target = Server { addrs: std::slice::from_ref(&spin.addr), hosts: &[], redis: None };
+    let ceiling_time = Duration::from_secs(if quick { 1 } else { 3 });
+    let healthz = ceiling(spin.addr, 64, ceiling_time).await?.per_s;
+    progress(format!("  /healthz at 64 clients: {healthz:.0} req/s"));
+    let many = many(target, packets, 64).await?;
+    progress(format!("  many packets: {:.0} opens/s", many.opens_per_s));
+    let mut hot_runs = Vec::new();
+    for clients in [64, 256] {
+        hot_runs.push(hot(target, 100, clients).await?);
+    }
+    let books = books(spin.addr).await?;
+    Ok(SpinRun { store, strategy, healthz, many, hot: hot_runs, books })
 }
 
 /// The hot-packet run Spin also has: 100 shares, at `clients` clients.

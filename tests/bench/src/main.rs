@@ -3,6 +3,7 @@
 
 mod bench;
 mod chart;
+mod large;
 mod report;
 
 use anyhow::{Result, bail};
@@ -63,6 +64,10 @@ struct Cli {
     /// gives a profiled open phase enough samples.
     #[arg(long)]
     packets: Option<usize>,
+    /// Keys of the large durable store served by a `hongbao-host up` of its own, whose resident
+    /// set is measured (with the sqlite store; default 5,000,000, 200,000 with --quick; 0: skip).
+    #[arg(long)]
+    large_store_keys: Option<u64>,
 }
 
 #[global_allocator]
@@ -86,6 +91,7 @@ fn main() -> Result<()> {
         max_running_requests: cli.max_running_requests,
         stores: cli.stores,
         packets: cli.packets,
+        large_store_keys: cli.large_store_keys.unwrap_or(if cli.quick { 200_000 } else { large::LARGE_KEYS }),
         spin: cli.spin.or_else(|| hongbao_host::external::spin_binary(&std::env::current_dir().unwrap_or_default())),
     };
     eprintln!("bench: machine: {}", report::machine());
