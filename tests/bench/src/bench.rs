@@ -554,62 +554,110 @@ pub(crate) async fn many(target: Server<'_>, packets: usize, connections: usize)
     }
     let paid = Arc::new(paid);
     let ids: Vec<&str> = paid.iter().map(|p| p.id.as_str()).collect();
-    // Two phases, so each rate is one kind of request: every distinct user
-    // grabs (a ticket each), then every one of them opens.
+    // Two kinds of phase, so each rate is one kind of request: distinct users
+    // grab (a ticket each), then every one of them opens; in rounds, as a
+    // ticket lasts 60 s and a slow store takes longer than that for 100,000.
     let jobs_count = packets * SHARES as usize;
-    progress(format!("  many packets: {jobs_count} grabs, then {jobs_count} opens, by distinct users"));
-    let grabs = jobs(jobs_count, |job| {
-        let id = &ids[job % ids.len()];
-        (format!("/v1/packets/{id}/grab"), bearer(&format!("m{job}")), String::new())
-    });
-    let grab_started = Instant::now();
-    let (cpu_started, redis_started, calls_before) = (target.cpu_time(), target.redis_cpu(), target.store_stats());
-    let grabbed = run_jobs(&addrs, connections, &grabs).await?;
-    let grabs_per_s = jobs_count as f64 / grab_started.elapsed().as_secs_f64();
-    let cpu_per_grab = cpu_started.map(|at| (cpu_time() - at) / jobs_count as u32);
-    let redis_cpu_per_grab = redis_started.zip(target.redis_cpu()).map(|(at, now)| (now - at) / jobs_count as u32);
-    let calls_per_grab = per(calls_before, target.store_stats(), |s| s.calls, jobs_count as f64);
-    let opens = jobs(jobs_count, |job| {
-        let ticket = parse(&grabbed[job].1)["ticket"].as_str().unwrap_or_default().to_owned();
-        let (id, auth) = (&ids[job % ids.len()], &grabs[job].1);
-        (format!("/v1/packets/{id}/open"), auth.clone(), json!({ "ticket": ticket }).to_string())
-    });
-    let before = target.store_stats();
-    perf_control("open", true);
-    let instances_before = target.instances_created();
-    let started = Instant::now();
-    let (cpu_started, redis_started) = (target.cpu_time(), target.redis_cpu());
-    let opened = run_jobs(&addrs, connections, &opens).await?;
-    let elapsed = started.elapsed();
-    let cpu_per_open = cpu_started.map(|at| (cpu_time() - at) / jobs_count as u32);
-    let redis_cpu_per_open = redis_started.zip(target.redis_cpu()).map(|(at, now)| (now - at) / jobs_count as u32);
-    let instances = instances_before.map(|at| hongbao_host::instances_created() - at);
-    perf_control("open", false);
+    progress(format!("  many packets: {jobs_count} grabs and opens by distinct users, {ROUND} of each a round"));
+    let (mut grabbing, mut opening) = (Spent::default(), Spent::default());
+    let mut opened = Vec::with_capacity(jobs_count);
+    for first in (0..jobs_count).step_by(ROUND) {
+        let round = first..(first + ROUND).min(jobs_count);
+        let user = |job: usize| bearer(&format!("m{job}"));
+        let grabs = jobs(round.len(), |i| {
+            let job = first + i;
+            (format!("/v1/packets/{}/grab", ids[job % ids.len()]), user(job), String::new())
+        });
+        let from = Mark::now(&target);
+        let grabbed = run_jobs(&addrs, connections, &grabs).await?;
+        grabbing.add(&from, &Mark::now(&target));
+        let opens = jobs(round.len(), |i| {
+            let job = first + i;
+            let ticket = parse(&grabbed[i].1)["ticket"].as_str().unwrap_or_default().to_owned();
+            (format!("/v1/packets/{}/open", ids[job % ids.len()]), user(job), json!({ "ticket": ticket }).to_string())
+        });
+        perf_control("open", true);
+        let from = Mark::now(&target);
+        opened.extend(run_jobs(&addrs, connections, &opens).await?);
+        opening.add(&from, &Mark::now(&target));
+        perf_control("open", false);
+    }
     let opened: Vec<(Duration, Value)> = opened.into_iter().map(|(took, body)| (took, parse(&body))).collect();
     let mut latencies: Vec<Duration> = opened.iter().map(|(took, _)| *took).collect();
     let mut told = vec![HashMap::new(); ids.len()];
     for (job, (_, reply)) in opened.iter().enumerate() {
         told[job % ids.len()].insert(format!("m{job}"), reply["claim"].clone());
     }
-    let after = target.store_stats();
     progress(format!("  many packets: checking the money of all {} packets", paid.len()));
     check_packets(addrs, connections, Arc::clone(&paid), Arc::new(told)).await?;
     latencies.sort_unstable();
+    let n = jobs_count as f64;
     Ok(Many {
         packets,
-        grabs_per_s,
-        opens_per_s: jobs_count as f64 / elapsed.as_secs_f64(),
+        grabs_per_s: n / grabbing.wall.as_secs_f64(),
+        opens_per_s: n / opening.wall.as_secs_f64(),
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),
-        calls_per_open: per(before, after, |s| s.calls, jobs_count as f64),
-        cas_per_open: per(before, after, |s| s.swaps, jobs_count as f64),
-        cpu_per_grab,
-        cpu_per_open,
-        calls_per_grab,
-        redis_cpu_per_grab,
-        redis_cpu_per_open,
-        instances,
+        calls_per_open: opening.calls.map(|c| c as f64 / n),
+        cas_per_open: opening.swaps.map(|c| c as f64 / n),
+        cpu_per_grab: grabbing.cpu.map(|t| t / jobs_count as u32),
+        cpu_per_open: opening.cpu.map(|t| t / jobs_count as u32),
+        calls_per_grab: grabbing.calls.map(|c| c as f64 / n),
+        redis_cpu_per_grab: grabbing.redis.map(|t| t / jobs_count as u32),
+        redis_cpu_per_open: opening.redis.map(|t| t / jobs_count as u32),
+        instances: opening.instances,
     })
+}
+
+/// Grab and open rounds of the many-packets phase (jobs each).
+const ROUND: usize = 20_000;
+
+/// Where the measured server stood at one moment (see `Server`: `None` where
+/// it is not this process).
+struct Mark {
+    at: Instant,
+    cpu: Option<Duration>,
+    redis: Option<Duration>,
+    stats: Option<hongbao_host::kv::StatsSnapshot>,
+    instances: Option<u64>,
+}
+
+impl Mark {
+    fn now(target: &Server<'_>) -> Mark {
+        Mark {
+            at: Instant::now(),
+            cpu: target.cpu_time(),
+            redis: target.redis_cpu(),
+            stats: target.store_stats(),
+            instances: target.instances_created(),
+        }
+    }
+}
+
+/// What rounds of one kind of request spent in all, from `Mark` to `Mark`.
+#[derive(Default)]
+struct Spent {
+    wall: Duration,
+    cpu: Option<Duration>,
+    redis: Option<Duration>,
+    calls: Option<u64>,
+    swaps: Option<u64>,
+    instances: Option<u64>,
+}
+
+impl Spent {
+    fn add(&mut self, from: &Mark, to: &Mark) {
+        fn sum<T: std::ops::Add<Output = T> + Default>(total: Option<T>, part: Option<T>) -> Option<T> {
+            part.map(|p| total.unwrap_or_default() + p)
+        }
+        self.wall += to.at - from.at;
+        self.cpu = sum(self.cpu, to.cpu.zip(from.cpu).map(|(b, a)| b - a));
+        self.redis = sum(self.redis, to.redis.zip(from.redis).map(|(b, a)| b - a));
+        let stats = to.stats.zip(from.stats);
+        self.calls = sum(self.calls, stats.map(|(b, a)| b.calls - a.calls));
+        self.swaps = sum(self.swaps, stats.map(|(b, a)| b.swaps - a.swaps));
+        self.instances = sum(self.instances, to.instances.zip(from.instances).map(|(b, a)| b - a));
+    }
 }
 
 /// POST requests ready to send: (path, authorization, body). Built (tokens

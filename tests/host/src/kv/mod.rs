@@ -3,7 +3,8 @@
 //! A map in memory, with a sequence number per entry: compare-and-set
 //! compares that number (captured at `current()`), not the value, so it is
 //! strict: any write in between fails the swap, and a swap from "absent"
-//! fails if the key appeared meanwhile. That is stricter than
+//! fails if the key exists when it swaps (one written and deleted again in
+//! between is absent again: such a swap goes through). That is stricter than
 //! Spin's SQLite store (value comparison, blind upsert from absent) and than
 //! its Redis store (which reports failure on every swap). It is not
 //! `hongbao::store::memory` (a test-only `Store` of the domain crate): this
@@ -175,7 +176,7 @@ impl State {
         let size = entry_size(key, &entry.value);
         let old = self.tables.get_mut(label).and_then(|t| t.entries.get_mut(key)).map(|e| entry_size(key, &e.value));
         if self.bytes + size > self.budget.saturating_add(old.unwrap_or(0)) {
-            self.evict(size, durable);
+            self.evict(size.saturating_sub(old.unwrap_or(0)), durable);
         }
         let table = match self.tables.get_mut(label) {
             Some(table) => table,

@@ -102,7 +102,8 @@ impl Journal {
         let conn = open(path)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(|e| KvError(e.to_string()))?;
         let checkpoints = open(path)?;
-        let (durable, _) = watch::channel(1);
+        // Nothing is durable yet: the store's first write is sequence number 1.
+        let (durable, _) = watch::channel(0);
         let (copied_back, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue { pending: Vec::new(), failed: None, closing: false }),
@@ -556,5 +557,22 @@ mod tests {
         kv.wait(pending).await.unwrap();
         flood(&kv, 100).await;
         assert_eq!(kv.get("default", "k").unwrap().0, Some(b"new".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn a_new_stores_first_write_waits_for_its_commit() {
+        let path = temp_db("first");
+        let kv = Kv::durable(Journal::open(&path).unwrap(), 0).unwrap();
+        let blocker = Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let first = kv.set("default", "k", b"v".to_vec()).unwrap();
+        assert!(kv.journal.as_ref().unwrap().durable() < first.0, "not committed, so not durable");
+        let early = tokio::time::timeout(std::time::Duration::from_millis(300), kv.wait(first)).await;
+        assert!(early.is_err(), "a wait returned before the commit could happen");
+        // Not on disk, so not evicted: read back, it would be absent.
+        kv.get("default", "other").unwrap();
+        assert_eq!(kv.get("default", "k").unwrap().0, Some(b"v".to_vec()));
+        blocker.execute_batch("ROLLBACK").unwrap();
+        kv.wait(first).await.unwrap();
     }
 }
