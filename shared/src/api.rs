@@ -114,6 +114,20 @@ pub fn parse_payment(body: &[u8]) -> Result<PaymentRequest, Error> {
     Ok(PaymentRequest { packet_id, payment_id, amount_fen })
 }
 
+/// `POST /v1/demo/sign-in` (demo mode): the name to sign in as, a user id.
+pub fn parse_demo_sign_in(body: &[u8]) -> Result<String, Error> {
+    let name = string(&object(body)?, "name", 64)?;
+    if !crate::id::valid_user(&name) {
+        return Err(invalid("name", "must be letters, digits, _ or - (it becomes your user id)"));
+    }
+    Ok(name)
+}
+
+/// `POST /v1/demo/payment` (demo mode): the packet to pay.
+pub fn parse_demo_payment(body: &[u8]) -> Result<String, Error> {
+    string(&object(body)?, "packet_id", 64)
+}
+
 /// `POST /v1/packets/{id}/open`: the ticket, or 403 `invalid_ticket`.
 pub fn parse_open(body: &[u8]) -> Result<String, Error> {
     let map = object(body)?;
@@ -218,6 +232,16 @@ mod tests {
         assert_eq!(parse_day(None, now).unwrap().to_string(), "2026-11-22");
         assert_eq!(parse_day(Some("x=1&day=2026-01-02"), now).unwrap().to_string(), "2026-01-02");
         assert!(parse_day(Some("day=2026-02-30"), now).is_err());
+    }
+
+    #[test]
+    fn demo_bodies() {
+        assert_eq!(parse_demo_sign_in(br#"{"name":"alice_1"}"#), Ok("alice_1".into()));
+        for bad in [&br#"{"name":"a b"}"#[..], br#"{"name":""}"#, br#"{}"#, br#"{"name":7}"#] {
+            assert!(matches!(parse_demo_sign_in(bad), Err(Error::InvalidArgument(m)) if m.starts_with("name")));
+        }
+        assert_eq!(parse_demo_payment(br#"{"packet_id":"p1"}"#), Ok("p1".into()));
+        assert!(matches!(parse_demo_payment(b"{}"), Err(Error::InvalidArgument(m)) if m.starts_with("packet_id")));
     }
 
     #[test]

@@ -161,6 +161,13 @@ pub fn sign_payment(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(code))
 }
 
+/// The key of demo-mode sign-in tokens, derived from `auth_secret`: a
+/// token signed with it is a user token only while demo mode is on (see
+/// `http`), so turning demo mode off revokes every one of them.
+pub fn demo_token_secret(auth_secret: &str) -> String {
+    hex::encode(mac(auth_secret.as_bytes(), &[b"hongbao demo token v1"]).finalize().into_bytes())
+}
+
 fn ticket_key(auth_secret: &str) -> Vec<u8> {
     mac(auth_secret.as_bytes(), &[b"hongbao grab ticket v1"]).finalize().into_bytes().to_vec()
 }

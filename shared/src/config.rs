@@ -63,6 +63,12 @@ pub const VARIABLES: &[Variable] = &[
         secret: false,
         meaning: "where keys live: single (all in the store labelled default) or sets (SET n's packet keys in store setN, the rest in users: spin.sets.toml)",
     },
+    Variable {
+        name: "demo_mode",
+        default: Some("false"),
+        secret: false,
+        meaning: "serve the demo page at /demo/ and its sign-in and payment endpoints: anyone may then sign in as anyone and pay without paying; never true in production",
+    },
 ];
 
 /// A packet's whole money life (payment window + TTL + sweep) must fit in the
@@ -90,6 +96,8 @@ pub struct Config {
     /// Whether the store's `get-many` may be used (see `VARIABLES`).
     pub kv_batch_reads: bool,
     pub kv_layout: KvLayout,
+    /// Whether the demo page and its two endpoints answer (else 404).
+    pub demo_mode: bool,
 }
 
 /// The `kv_layout` variable: which store label a key lives in.
@@ -204,13 +212,8 @@ impl Config {
             max_share_fen: number("max_share_fen", value("max_share_fen")?, 1, 1_000_000_000)?,
             max_unpaid_per_user: number("max_unpaid_per_user", value("max_unpaid_per_user")?, 1, 1_000_000)?,
             admission_limit: number("admission_limit", value("admission_limit")?, 1, i64::MAX)?,
-            kv_batch_reads: match value("kv_batch_reads")?.trim() {
-                "true" => true,
-                "false" => false,
-                other => {
-                    return Err(Error::Internal(format!("variable kv_batch_reads must be true or false, not {other}")));
-                }
-            },
+            kv_batch_reads: flag("kv_batch_reads", value("kv_batch_reads")?)?,
+            demo_mode: flag("demo_mode", value("demo_mode")?)?,
             kv_layout: {
                 let text = value("kv_layout")?;
                 KvLayout::parse(text.trim())
@@ -250,6 +253,14 @@ impl Config {
             _ => None,
         })
         .expect("test config is valid")
+    }
+}
+
+fn flag(name: &str, text: String) -> Result<bool, Error> {
+    match text.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(Error::Internal(format!("variable {name} must be true or false, not {other}"))),
     }
 }
 
@@ -320,6 +331,21 @@ mod tests {
         assert_eq!(Config::for_tests().kv_layout, KvLayout::Single);
         assert!(!with("false").unwrap().kv_batch_reads);
         assert!(matches!(with("no"), Err(Error::Internal(m)) if m.contains("kv_batch_reads")));
+    }
+
+    #[test]
+    fn demo_mode_is_off_unless_turned_on() {
+        let with = |value: &'static str| {
+            Config::load(move |n| match n {
+                "demo_mode" => Some(value.into()),
+                _ if n.ends_with("secret") || n == "admin_token" => Some("x".into()),
+                _ => None,
+            })
+        };
+        assert!(!Config::for_tests().demo_mode);
+        assert!(with("true").unwrap().demo_mode);
+        assert!(!with("false").unwrap().demo_mode);
+        assert!(matches!(with("yes"), Err(Error::Internal(m)) if m.contains("demo_mode must be true or false")));
     }
 
     #[test]

@@ -12,7 +12,19 @@ use crate::error::Error;
 use crate::id::PacketId;
 use crate::ops::Service;
 use crate::store::Store;
+use crate::time::Timestamp;
 use serde::Serialize;
+
+/// How long a demo sign-in lasts: an afternoon of trying the page.
+pub const DEMO_TOKEN_SECONDS: i64 = 12 * 3600;
+
+/// The answer of `POST /v1/demo/sign-in`.
+#[derive(Serialize)]
+struct DemoToken {
+    user: String,
+    token: String,
+    expires_at: String,
+}
 
 /// The endpoints of the contract (healthz has its own store-less component).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,10 +40,14 @@ pub enum Endpoint {
     Expire,
     Settle,
     Reconcile,
+    /// Demo mode only: a short-lived token for any name.
+    DemoSignIn,
+    /// Demo mode only: the sender pays their own packet, no provider asked.
+    DemoPayment,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 11] = [
+    pub const ALL: [Endpoint; 13] = [
         Endpoint::Wrap,
         Endpoint::Payment,
         Endpoint::Grab,
@@ -43,11 +59,19 @@ impl Endpoint {
         Endpoint::Expire,
         Endpoint::Settle,
         Endpoint::Reconcile,
+        Endpoint::DemoSignIn,
+        Endpoint::DemoPayment,
     ];
 
     /// This endpoint's bit in a component's endpoint set (see `serve`).
     pub const fn bit(self) -> u32 {
         1 << self as u32
+    }
+
+    /// Whether this is one of the demo page's endpoints, which exist only in
+    /// demo mode.
+    pub fn is_demo(self) -> bool {
+        matches!(self, Endpoint::DemoSignIn | Endpoint::DemoPayment)
     }
 
     /// The secret variable that checks this endpoint's callers.
@@ -80,6 +104,8 @@ impl Endpoint {
             Endpoint::Expire => &["admin", "expire"],
             Endpoint::Settle => &["admin", "settle"],
             Endpoint::Reconcile => &["admin", "reconcile"],
+            Endpoint::DemoSignIn => &["demo", "sign-in"],
+            Endpoint::DemoPayment => &["demo", "payment"],
         }
     }
 
@@ -154,6 +180,10 @@ pub fn serve<const ENDPOINTS: u32, S: Store>(
             continue;
         }
         let Some(id) = endpoint.matches(req.path) else { continue };
+        // With demo mode off a demo path is unknown: 404 whatever the method.
+        if endpoint.is_demo() && matches!(config, Ok(c) if !c.demo_mode) {
+            continue;
+        }
         if !req.method.eq_ignore_ascii_case(endpoint.method()) {
             method_mismatch = true;
             continue;
@@ -198,7 +228,16 @@ fn handle<const ENDPOINTS: u32, S: Store>(
     }
     let now = svc.env.now;
     let header = |name: &str| (req.header)(name);
-    let user = || auth::verify_user(header("authorization").as_deref(), svc.config.auth_secret()?, now);
+    let user = || {
+        let (authorization, secret) = (header("authorization"), svc.config.auth_secret()?);
+        match auth::verify_user(authorization.as_deref(), secret, now) {
+            // A demo sign-in's token, valid only while demo mode is on.
+            Err(e) if svc.config.demo_mode => {
+                auth::verify_user(authorization.as_deref(), &auth::demo_token_secret(secret), now).map_err(|_| e)
+            }
+            verified => verified,
+        }
+    };
     let admin = || auth::verify_admin(header("authorization").as_deref(), svc.config.admin_token()?);
     // A malformed id and an unknown one both answer 404.
     let packet = || id.and_then(PacketId::parse).ok_or(Error::NotFound);
@@ -253,6 +292,17 @@ fn handle<const ENDPOINTS: u32, S: Store>(
             admin()?;
             Response::json(200, &svc.reconcile(api::parse_day(req.query, now)?)?)
         }
+        Endpoint::DemoSignIn if owns::<ENDPOINTS>(Endpoint::DemoSignIn) => {
+            let user = api::parse_demo_sign_in(req.body)?;
+            let expires_at = Timestamp(now.0 + DEMO_TOKEN_SECONDS);
+            let token = auth::sign_user_token(&auth::demo_token_secret(svc.config.auth_secret()?), &user, expires_at);
+            Response::json(200, &DemoToken { user, token, expires_at: expires_at.to_rfc3339() })
+        }
+        Endpoint::DemoPayment if owns::<ENDPOINTS>(Endpoint::DemoPayment) => {
+            let user = user()?;
+            let id = PacketId::parse(&api::parse_demo_payment(req.body)?).ok_or(Error::NotFound)?;
+            Response::json(200, &svc.demo_pay(&id, &user)?)
+        }
         _ => return Err(Error::NotFound),
     })
 }
@@ -288,5 +338,7 @@ mod tests {
         assert_eq!(Endpoint::Sent.matches("/v1/users/me/sent"), Some(None));
         assert_eq!(Endpoint::Sent.matches("/v1/users/you/sent"), None);
         assert_eq!(Endpoint::Expire.matches("/v2/admin/expire"), None);
+        assert_eq!(Endpoint::DemoSignIn.matches("/v1/demo/sign-in"), Some(None));
+        assert_eq!(Endpoint::DemoPayment.matches("/v1/demo/payment"), Some(None));
     }
 }

@@ -46,7 +46,9 @@ struct Input {
 }
 
 fn answer(store: &MemoryStore, input: &Input) -> (u16, Vec<u8>) {
-    let config = config();
+    // Demo mode on, so its two endpoints' decoders are reached too.
+    let mut config = config();
+    config.demo_mode = true;
     let header = |name: &str| match name {
         "authorization" => input.authorization.clone(),
         "x-payment-signature" => input.signature.clone(),
@@ -95,7 +97,7 @@ fn bytes() -> impl Strategy<Value = Vec<u8>> {
         text().prop_map(String::into_bytes),
         (text(), text(), any::<i64>()).prop_map(|(a, b, n)| {
             serde_json::json!({"request_id": a, "kind": b, "total_fen": n, "count": n, "ticket": a,
-                "packet_id": b, "payment_id": a, "amount_fen": n, "status": "success", "greeting": b})
+                "packet_id": b, "payment_id": a, "amount_fen": n, "status": "success", "greeting": b, "name": a})
             .to_string()
             .into_bytes()
         }),
@@ -133,6 +135,8 @@ proptest! {
             Endpoint::Expire => "/v1/admin/expire".into(),
             Endpoint::Settle => "/v1/admin/settle".into(),
             Endpoint::Reconcile => "/v1/admin/reconcile".into(),
+            Endpoint::DemoSignIn => "/v1/demo/sign-in".into(),
+            Endpoint::DemoPayment => "/v1/demo/payment".into(),
         };
         let authorization = match token_kind {
             0 => Some(format!("Bearer {}", hongbao::auth::sign_user_token("test-auth-secret", "alice", T0.plus_seconds(60)))),

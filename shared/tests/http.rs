@@ -236,3 +236,61 @@ fn every_answer_with(config: &Config) {
         CONTRACT.iter().map(|(status, code)| (*status, code.map(str::to_owned))).collect();
     assert_eq!(seen.0, want, "the answers seen are exactly the contract's");
 }
+
+/// The demo's two endpoints: 404 unless `demo_mode` is on; then a sign-in is
+/// a real (short-lived) token and the demo payment pays the sender's own
+/// packet, once, for its total.
+#[test]
+fn demo_endpoints_exist_only_in_demo_mode() {
+    let mut seen = Seen::default();
+    let store = MemoryStore::new();
+    let off = Config::for_tests();
+    let sign_in = |name: &str| Call::new("POST", "/v1/demo/sign-in").body(json!({"name": name}));
+    let body = seen.expect("sign-in, demo off", sign_in("alice").send(&store, Ok(&off)), 404, Some("not_found"));
+    assert!(!body.to_string().contains("token"));
+    let id = paid(&mut seen, &store, &off, "demo-off", 100, 2);
+    let pay = |user: &str, id: &str| Call::new("POST", "/v1/demo/payment").user(user).body(json!({"packet_id": id}));
+    seen.expect("pay, demo off", pay("sender", &id).send(&store, Ok(&off)), 404, Some("not_found"));
+
+    let mut on = Config::for_tests();
+    on.demo_mode = true;
+    seen.expect("sign-in, bad name", sign_in("a b").send(&store, Ok(&on)), 422, Some("invalid_argument"));
+    let signed = seen.expect("sign-in", sign_in("alice").send(&store, Ok(&on)), 200, None);
+    assert_eq!(signed["user"], "alice");
+    let token = signed["token"].as_str().unwrap();
+    let lasts = http::DEMO_TOKEN_SECONDS;
+    let demo_secret = hongbao::auth::demo_token_secret("test-auth-secret");
+    let bearer = format!("Bearer {token}");
+    assert_eq!(hongbao::auth::verify_user(Some(&bearer), &demo_secret, T0), Ok("alice".into()));
+    let late = hongbao::auth::verify_user(Some(&bearer), &demo_secret, T0.plus_seconds(lasts));
+    assert!(late.is_err(), "the token expires after {lasts} s");
+
+    let wrap = |request_id: &str| {
+        let mut wrap = Call::new("POST", "/v1/packets").body(wrap_body(request_id, 300, 3));
+        wrap.authorization = Some(bearer.clone());
+        wrap
+    };
+    let id = seen.expect("wrap as alice", wrap("demo-1").send(&store, Ok(&on)), 201, None)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A demo token is no user token once demo mode is off.
+    seen.expect("demo token, demo off", wrap("demo-2").send(&store, Ok(&off)), 401, Some("unauthorized"));
+    seen.expect("pay, not the sender", pay("bob", &id).send(&store, Ok(&on)), 422, Some("invalid_argument"));
+    seen.expect(
+        "pay, no token",
+        Call::new("POST", "/v1/demo/payment").body(json!({"packet_id": id})).send(&store, Ok(&on)),
+        401,
+        Some("unauthorized"),
+    );
+    seen.expect("pay, malformed id", pay("alice", "nope").send(&store, Ok(&on)), 404, Some("not_found"));
+    let elsewhere = paid(&mut seen, &MemoryStore::new(), &on, "demo-elsewhere", 100, 1);
+    seen.expect("pay, unknown packet", pay("alice", &elsewhere).send(&store, Ok(&on)), 404, Some("not_found"));
+    for attempt in ["pay", "pay again"] {
+        let view = seen.expect(attempt, pay("alice", &id).send(&store, Ok(&on)), 200, None);
+        assert_eq!((view["status"].as_str(), view["remaining_fen"].as_u64()), (Some("active"), Some(300)), "{attempt}");
+    }
+    let grabbed = seen.expect("grab", grab(&store, &on, &id, "bob"), 200, None);
+    let opened = open(&store, &on, &id, "bob", grabbed["ticket"].as_str().unwrap());
+    assert!(seen.expect("open", opened, 200, None)["claim"]["amount_fen"].as_u64().unwrap() >= 1);
+}

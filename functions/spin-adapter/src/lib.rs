@@ -26,10 +26,18 @@ use hongbao::{Config, Env, Error, Timestamp};
 use spin_sdk::wasip3::http::types::{ErrorCode, Fields, Method, Request, Response};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Declares a Spin component serving the given endpoints.
+/// Declares a Spin component serving the given endpoints, and with
+/// `; files = NAME` the static files of `NAME: &[File]` under `/demo/` too
+/// (only in demo mode). `NAME` is a bare name, declared beside the macro call.
 #[macro_export]
 macro_rules! component {
     ($($endpoint:ident),+ $(,)?) => {
+        $crate::component!(@export [$($endpoint),+] |request| $crate::serve::<ENDPOINTS>(request));
+    };
+    ($($endpoint:ident),+ ; files = $files:ident) => {
+        $crate::component!(@export [$($endpoint),+] |request| $crate::serve_with_files::<ENDPOINTS>(request, super::$files));
+    };
+    (@export [$($endpoint:ident),+] |$request:ident| $serve:expr) => {
         #[cfg(target_arch = "wasm32")]
         mod __hongbao_component {
             use $crate::wasip3::http::types::{ErrorCode, Request, Response};
@@ -38,13 +46,68 @@ macro_rules! component {
             $crate::wasip3::http::service::export!(Component with_types_in $crate::wasip3);
 
             impl $crate::wasip3::exports::http::handler::Guest for Component {
-                async fn handle(request: Request) -> Result<Response, ErrorCode> {
+                async fn handle($request: Request) -> Result<Response, ErrorCode> {
                     const ENDPOINTS: u32 = $crate::endpoints(&[$($crate::Endpoint::$endpoint),+]);
-                    $crate::serve::<ENDPOINTS>(request).await
+                    $serve.await
                 }
             }
         }
     };
+}
+
+/// A static file a component embeds (`include_bytes!`), served to `GET
+/// /demo/{path}`; `index.html` also at `/demo` and `/demo/`.
+pub struct File {
+    pub path: &'static str,
+    pub content_type: &'static str,
+    pub body: &'static [u8],
+}
+
+/// Where the embedded files are served.
+const FILES_ROUTE: &str = "/demo";
+
+/// Serves `files` under `/demo/` and everything else as `serve` does. The
+/// files are the demo page, so they answer only in demo mode (404 otherwise,
+/// like its endpoints).
+pub async fn serve_with_files<const ENDPOINTS: u32>(
+    request: Request,
+    files: &'static [File],
+) -> Result<Response, ErrorCode> {
+    let target = request.get_path_with_query().unwrap_or_default();
+    let path = target.split('?').next().unwrap_or_default();
+    let Some(rest) = path.strip_prefix(FILES_ROUTE).filter(|rest| rest.is_empty() || rest.starts_with('/')) else {
+        return serve::<ENDPOINTS>(request).await;
+    };
+    let name = match rest.trim_start_matches('/') {
+        "" => "index.html",
+        name => name,
+    };
+    let method = method_name(request.get_method());
+    respond(file_response(load_config(ENDPOINTS), &method, files, name)).await
+}
+
+fn file_response(config: Result<&Config, Error>, method: &str, files: &[File], name: &str) -> hongbao::http::Response {
+    let found = match config {
+        Err(e) => Err(e),
+        Ok(config) if !config.demo_mode => Err(Error::NoRoute),
+        Ok(_) if method != "GET" => Err(Error::MethodNotAllowed),
+        Ok(_) => files.iter().find(|f| f.path == name).ok_or(Error::NoRoute),
+    };
+    match found {
+        Ok(file) => hongbao::http::Response {
+            status: 200,
+            headers: vec![
+                ("content-type", file.content_type.into()),
+                // The page changes with the app: always ask again.
+                ("cache-control", "no-cache".into()),
+                // Only its own files run, whatever a greeting holds.
+                ("content-security-policy", "default-src 'self'".into()),
+                ("x-content-type-options", "nosniff".into()),
+            ],
+            body: file.body.to_vec(),
+        },
+        Err(e) => hongbao::http::Response::error(&e),
+    }
 }
 
 /// Serves one request for a component that owns the endpoint set `ENDPOINTS`.

@@ -5,6 +5,7 @@
 //! encode.
 
 mod cursor;
+mod demo;
 mod packet;
 mod sweep;
 mod user;

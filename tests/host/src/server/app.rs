@@ -246,7 +246,7 @@ fn open_stores(choice: &StoreChoice, options: &ServeOptions, metrics: &Metrics) 
 /// from disk instead. `true`: it did (its hit counter moved, and components
 /// are compiled one at a time). A cached load decompresses and copies the
 /// code, where the hand-made cache this replaced mapped its file: ~33 ms for
-/// all ten components instead of ~6 ms, against seconds to compile them.
+/// all the components instead of ~6 ms, against seconds to compile them.
 fn compile(engine: &Engine, cache: Option<&Cache>, wasm: &Path) -> Result<(Component, bool)> {
     let bytes =
         std::fs::read(wasm).with_context(|| format!("reading {} (build the components first)", wasm.display()))?;
