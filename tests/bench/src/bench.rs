@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const AUTH: &str = "bench-auth";
-const PAYMENT: &str = "bench-payment";
-const ADMIN: &str = "bench-admin";
+pub(crate) const PAYMENT: &str = "bench-payment";
+pub(crate) const ADMIN: &str = "bench-admin";
 const SECRETS: Secrets<'static> = Secrets { auth: AUTH, payment: PAYMENT };
 /// Who wraps every packet (and may see its claims).
 const SENDER: &str = "sender";
@@ -132,7 +132,7 @@ impl Server<'_> {
 }
 
 /// The hosts a load's clients spread their requests over.
-type Addrs = Arc<[SocketAddr]>;
+pub(crate) type Addrs = Arc<[SocketAddr]>;
 
 /// One hot-packet run.
 #[derive(Debug, Clone)]
@@ -221,7 +221,7 @@ pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-fn bearer(user: &str) -> String {
+pub(crate) fn bearer(user: &str) -> String {
     client::bearer(AUTH, user)
 }
 
@@ -271,7 +271,7 @@ fn per(
     Some((counter(&after?) - counter(&before?)) as f64 / n)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -569,20 +569,20 @@ pub(crate) async fn many(target: Server<'_>, packets: usize, connections: usize)
             (format!("/v1/packets/{}/grab", ids[job % ids.len()]), user(job), String::new())
         });
         let from = Mark::now(&target);
-        let grabbed = run_jobs(&addrs, connections, &grabs).await?;
+        let grabbed = run_jobs(&addrs, connections, "POST", &grabs, 200).await?;
         grabbing.add(&from, &Mark::now(&target));
         let opens = jobs(round.len(), |i| {
             let job = first + i;
-            let ticket = parse(&grabbed[i].1)["ticket"].as_str().unwrap_or_default().to_owned();
+            let ticket = parse(&grabbed[i].body)["ticket"].as_str().unwrap_or_default().to_owned();
             (format!("/v1/packets/{}/open", ids[job % ids.len()]), user(job), json!({ "ticket": ticket }).to_string())
         });
         perf_control("open", true);
         let from = Mark::now(&target);
-        opened.extend(run_jobs(&addrs, connections, &opens).await?);
+        opened.extend(run_jobs(&addrs, connections, "POST", &opens, 200).await?);
         opening.add(&from, &Mark::now(&target));
         perf_control("open", false);
     }
-    let opened: Vec<(Duration, Value)> = opened.into_iter().map(|(took, body)| (took, parse(&body))).collect();
+    let opened: Vec<(Duration, Value)> = opened.into_iter().map(|a| (a.took, parse(&a.body))).collect();
     let mut latencies: Vec<Duration> = opened.iter().map(|(took, _)| *took).collect();
     let mut told = vec![HashMap::new(); ids.len()];
     for (job, (_, reply)) in opened.iter().enumerate() {
@@ -664,15 +664,40 @@ impl Spent {
 /// signed) before a phase's clock starts, and answers parsed after it stops,
 /// so a phase's time and CPU are the host's and the HTTP exchange's, not the
 /// load generator's bookkeeping.
-type Job = (String, String, Bytes);
+pub(crate) type Job = (String, String, Bytes);
 
-fn jobs(count: usize, make: impl Fn(usize) -> (String, String, String)) -> Arc<Vec<Job>> {
+pub(crate) fn jobs(count: usize, make: impl Fn(usize) -> (String, String, String)) -> Arc<Vec<Job>> {
     Arc::new((0..count).map(make).map(|(path, auth, body)| (path, auth, Bytes::from(body))).collect())
 }
 
-/// Sends every job over `connections` connections; every answer must be
-/// 200. Returns, per job, its latency and its answer's body.
-async fn run_jobs(addrs: &Addrs, connections: usize, jobs: &Arc<Vec<Job>>) -> Result<Vec<(Duration, Vec<u8>)>> {
+/// One answer of `run_jobs`.
+pub(crate) struct Answer {
+    pub took: Duration,
+    pub body: Vec<u8>,
+}
+
+/// Sends every job (`method`, its credentials as `authorization`) over
+/// `connections` connections; every answer must be `status`. Returns the
+/// answers in job order.
+pub(crate) async fn run_jobs(
+    addrs: &Addrs,
+    connections: usize,
+    method: &'static str,
+    jobs: &Arc<Vec<Job>>,
+    status: u16,
+) -> Result<Vec<Answer>> {
+    run_jobs_with(addrs, connections, method, jobs, status, "authorization").await
+}
+
+/// `run_jobs` with each job's credentials in the header `credentials`.
+pub(crate) async fn run_jobs_with(
+    addrs: &Addrs,
+    connections: usize,
+    method: &'static str,
+    jobs: &Arc<Vec<Job>>,
+    status: u16,
+    credentials: &'static str,
+) -> Result<Vec<Answer>> {
     let next = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..connections)
         .map(|_| {
@@ -686,25 +711,31 @@ async fn run_jobs(addrs: &Addrs, connections: usize, jobs: &Arc<Vec<Job>>) -> Re
                         return Ok::<_, anyhow::Error>(done);
                     };
                     let started = Instant::now();
-                    let reply = client.post(path, &[("authorization", auth)], body.clone()).await?;
-                    ensure!(reply.status == 200, "{path}: {} {}", reply.status, String::from_utf8_lossy(&reply.body));
+                    let reply = client.send(method, path, &[(credentials, auth)], body.clone()).await?;
+                    ensure!(
+                        reply.status == status,
+                        "{method} {path}: {} {}",
+                        reply.status,
+                        String::from_utf8_lossy(&reply.body)
+                    );
                     // A copy: the reply's bytes share the connection's read
                     // buffer, which keeping them would keep from being reused.
-                    done.push((job, started.elapsed(), reply.body.to_vec()));
+                    let took = started.elapsed();
+                    done.push((job, Answer { took, body: reply.body.to_vec() }));
                 }
             })
         })
         .collect();
-    let mut results = vec![(Duration::ZERO, Vec::new()); jobs.len()];
+    let mut results: Vec<Option<Answer>> = (0..jobs.len()).map(|_| None).collect();
     for w in workers {
-        for (job, took, body) in w.await?? {
-            results[job] = (took, body);
+        for (job, answer) in w.await?? {
+            results[job] = Some(answer);
         }
     }
-    Ok(results)
+    Ok(results.into_iter().map(|a| a.expect("every job answered")).collect())
 }
 
-fn parse(body: &[u8]) -> Value {
+pub(crate) fn parse(body: &[u8]) -> Value {
     serde_json::from_slice(body).unwrap_or(Value::Null)
 }
 

@@ -190,3 +190,51 @@ pub fn hot_packets(results: &crate::bench::Results, path: &Path) -> Result<()> {
     }
     .render(path)
 }
+
+/// The chart of a soak: per minute, each store's opens/s, open p99 (ms),
+/// resident set (MiB) and, on SQLite, its write-ahead log (MiB). Flat lines
+/// are the goal; the log scale keeps them all readable on one chart.
+pub fn soak(soaks: &[crate::soak::Soak], path: &Path) -> Result<()> {
+    use crate::bench::{Store, name};
+    let mut series = Vec::new();
+    for soak in soaks {
+        let store = name(soak.store);
+        let dashed = soak.store == Store::Memory;
+        let of = |f: &dyn Fn(&crate::soak::Minute) -> f64| soak.minutes.iter().map(f).collect::<Vec<f64>>();
+        series.push(Series {
+            name: format!("opens/s ({store})"),
+            color: [214, 39, 40],
+            dashed,
+            values: of(&|m| m.opens_per_s),
+        });
+        series.push(Series {
+            name: format!("p99 ms ({store})"),
+            color: [31, 119, 180],
+            dashed,
+            values: of(&|m| m.p99.as_secs_f64() * 1000.0),
+        });
+        series.push(Series {
+            name: format!("RSS MiB ({store})"),
+            color: [44, 160, 44],
+            dashed,
+            values: of(&|m| (m.rss >> 20) as f64),
+        });
+        if soak.store == Store::Sqlite {
+            series.push(Series {
+                name: format!("WAL MiB ({store})"),
+                color: [255, 127, 14],
+                dashed,
+                values: of(&|m| (m.wal_bytes >> 20) as f64),
+            });
+        }
+    }
+    let minutes = soaks.iter().map(|s| s.minutes.len()).max().unwrap_or(0);
+    Chart {
+        title: "Soak: per minute, memory dashed".into(),
+        x_label: "minute".into(),
+        y_label: "value (log scale)".into(),
+        x_ticks: (1..=minutes).map(|m| m.to_string()).collect(),
+        series,
+    }
+    .render(path)
+}

@@ -3,15 +3,17 @@
 
 mod bench;
 mod chart;
+mod child;
 mod large;
 mod report;
+mod soak;
 
 use anyhow::{Result, bail};
 use bench::{Store, Strategy};
 use clap::Parser;
 use hongbao_host::{build, manifest::Manifest};
-use std::path::PathBuf;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(name = "hongbao-bench", about = "Measures opens per second against the /healthz ceiling (see BENCHMARKS.md)")]
@@ -68,6 +70,25 @@ struct Cli {
     /// set is measured (with the sqlite store; default 5,000,000, 200,000 with --quick; 0: skip).
     #[arg(long)]
     large_store_keys: Option<u64>,
+    /// Instead of the bench: soak each of the memory and sqlite stores (of --stores) for this long
+    /// (`90s`, `10m`, `2h`), one `hongbao-host up` process each, sampled every minute; with
+    /// --report its section goes between `<!-- soak:begin -->` and `<!-- soak:end -->`, the chart
+    /// beside the report as FILE-soak.png.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    soak: Option<Duration>,
+}
+
+/// `90s`, `10m`, `2h` or plain seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().map_err(|_| format!("{text}: want a number of s, m or h, e.g. 10m"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{text}: the unit is s, m or h")),
+    };
+    Ok(Duration::from_secs(seconds))
 }
 
 #[global_allocator]
@@ -83,6 +104,10 @@ fn main() -> Result<()> {
         build::build_all(&Manifest::load(&cli.manifest)?, false)?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if let Some(duration) = cli.soak {
+        eprintln!("bench: machine: {}", report::machine());
+        return soak(&runtime, &cli, duration, provenance, started);
+    }
     let options = bench::Options {
         manifest: cli.manifest.clone(),
         quick: cli.quick,
@@ -115,13 +140,18 @@ fn main() -> Result<()> {
             _ => c.display().to_string(),
         });
         provenance.took = started.elapsed();
-        report::write(path, &report::section(&provenance, &tables, &targets, link.as_deref()))?;
+        report::write_between(
+            path,
+            &report::section(&provenance, &tables, &targets, link.as_deref()),
+            report::BEGIN,
+            report::END,
+        )?;
         eprintln!("bench: report written to {}", path.display());
     }
     if let Some(path) = &cli.capacity {
         let model = report::capacity(&provenance, &results)
             .ok_or_else(|| anyhow::anyhow!("--capacity needs a redis or redis-2-hosts run (--stores)"))?;
-        report::write(path, &model)?;
+        report::write_between(path, &model, report::BEGIN, report::END)?;
         eprintln!("bench: capacity model written to {}", path.display());
     }
 
@@ -133,4 +163,44 @@ fn main() -> Result<()> {
         bail!("--check: {} of {} targets missed", missed.len(), targets.len());
     }
     Ok(())
+}
+
+/// `--soak`: every soak asked for, its tables, targets, report and chart.
+fn soak(
+    runtime: &tokio::runtime::Runtime,
+    cli: &Cli,
+    duration: Duration,
+    mut provenance: report::Provenance,
+    started: Instant,
+) -> Result<()> {
+    let mut soaks = Vec::new();
+    for &store in cli.stores.iter().filter(|s| matches!(s, Store::Memory | Store::Sqlite)) {
+        soaks.extend(runtime.block_on(soak::run(&cli.manifest, store, duration))?);
+    }
+    let targets = report::soak_targets(&soaks);
+    println!("{}", report::soak_tables(&soaks));
+    println!("{}", report::targets_table(&targets));
+    let chart = cli.chart.clone().or_else(|| cli.report.as_ref().map(|r| beside(r, "-soak.png")));
+    if let Some(path) = &chart {
+        chart::soak(&soaks, path)?;
+        eprintln!("bench: soak chart written to {}", path.display());
+    }
+    if let Some(path) = &cli.report {
+        let link = chart.as_ref().and_then(|c| c.file_name()).map(|f| f.to_string_lossy().into_owned());
+        provenance.took = started.elapsed();
+        let section = report::soak_section(&provenance, &soaks, &targets, link.as_deref());
+        report::write_between(path, &section, report::SOAK_BEGIN, report::SOAK_END)?;
+        eprintln!("bench: soak report written to {}", path.display());
+    }
+    let missed = targets.iter().filter(|t| !t.met).count();
+    if cli.check && missed > 0 {
+        bail!("--check: {missed} of {} soak targets missed", targets.len());
+    }
+    Ok(())
+}
+
+/// `BENCHMARKS.md` → `BENCHMARKS{suffix}` in the same directory.
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!("{stem}{suffix}"))
 }

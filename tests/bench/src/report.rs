@@ -3,6 +3,7 @@
 
 use crate::bench::{Results, Run, Store, Strategy, figure, hot_at, micros, ms, name, now, reference};
 use crate::large::RSS_TARGET;
+use crate::soak::{CLIENTS, ROUND_PACKETS, RSS_BASELINE_MINUTE, SHARES, Soak, TICK, TTL_SECONDS, WAL_TARGET};
 use anyhow::{Context as _, Result, bail};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -11,6 +12,9 @@ use std::time::Duration;
 /// The section of the report file this run owns; the rest is hand-written.
 pub const BEGIN: &str = "<!-- bench:begin -->";
 pub const END: &str = "<!-- bench:end -->";
+/// The section a soak run (`--soak`) owns in the same file.
+pub const SOAK_BEGIN: &str = "<!-- soak:begin -->";
+pub const SOAK_END: &str = "<!-- soak:end -->";
 
 /// The targets: many packets' opens/s over the `/healthz` ceiling around
 /// them, and a hot packet's p99 and CAS attempts per open at 256 clients.
@@ -350,15 +354,7 @@ pub fn section(provenance: &Provenance, tables: &str, targets: &[Target], chart:
     let mut out = String::new();
     let _ = writeln!(out, "{BEGIN}");
     let _ = writeln!(out, "<!-- Written by `hongbao-bench --report`; edits here are lost at the next run. -->\n");
-    let _ = writeln!(out, "| run | |");
-    let _ = writeln!(out, "|---|---|");
-    let _ = writeln!(out, "| date | {} |", provenance.date);
-    let _ = writeln!(out, "| commit | {} |", provenance.commit);
-    let _ = writeln!(out, "| command | `{}` |", provenance.command);
-    let _ = writeln!(out, "| machine | {} |", provenance.machine);
-    let secs = provenance.took.as_secs();
-    let _ = writeln!(out, "| took | {} min {} s |", secs / 60, secs % 60);
-    let _ = writeln!(out);
+    provenance_table(&mut out, provenance);
     let _ = writeln!(out, "### Targets against measured\n");
     let _ = writeln!(
         out,
@@ -378,10 +374,128 @@ pub fn section(provenance: &Provenance, tables: &str, targets: &[Target], chart:
     out
 }
 
-/// `existing` with its generated section replaced by `section` (appended
-/// when it has none); everything outside the markers is kept as it is. A
-/// marker counts only on a line of its own (prose may quote it).
-pub fn splice(existing: &str, section: &str) -> Result<String> {
+/// Where and how the run happened, as a table.
+fn provenance_table(out: &mut String, provenance: &Provenance) {
+    let _ = writeln!(out, "| run | |");
+    let _ = writeln!(out, "|---|---|");
+    let _ = writeln!(out, "| date | {} |", provenance.date);
+    let _ = writeln!(out, "| commit | {} |", provenance.commit);
+    let _ = writeln!(out, "| command | `{}` |", provenance.command);
+    let _ = writeln!(out, "| machine | {} |", provenance.machine);
+    let secs = provenance.took.as_secs();
+    let _ = writeln!(out, "| took | {} min {} s |", secs / 60, secs % 60);
+    let _ = writeln!(out);
+}
+
+/// The targets of a soak, per store: the last minute's opens/s and p99
+/// within 20% of the first's, a flat resident set once the live set is full
+/// (the last minute within 20% of minute `RSS_BASELINE_MINUTE`), and the
+/// write-ahead log under its bound.
+pub fn soak_targets(soaks: &[Soak]) -> Vec<Target> {
+    let mut targets = Vec::new();
+    for soak in soaks {
+        let run = name(soak.store);
+        let (Some(first), Some(last)) = (soak.minutes.first(), soak.minutes.last()) else { continue };
+        let rate = last.opens_per_s / first.opens_per_s.max(f64::MIN_POSITIVE);
+        targets.push(Target {
+            what: "soak: last minute's opens/s ≥ 80% of the first's".into(),
+            run: run.clone(),
+            measured: format!("{:.0} → {:.0} opens/s ({:.0}%)", first.opens_per_s, last.opens_per_s, rate * 100.0),
+            met: rate >= 0.8,
+        });
+        let p99 = last.p99.as_secs_f64() / first.p99.as_secs_f64().max(f64::MIN_POSITIVE);
+        targets.push(Target {
+            what: "soak: last minute's open p99 ≤ 120% of the first's".into(),
+            run: run.clone(),
+            measured: format!("{} → {} ({:.0}%)", ms(first.p99), ms(last.p99), p99 * 100.0),
+            met: p99 <= 1.2,
+        });
+        if let Some(base) = soak.minutes.iter().find(|m| m.minute == RSS_BASELINE_MINUTE) {
+            let grew = last.rss as f64 / (base.rss as f64).max(1.0);
+            targets.push(Target {
+                what: format!("soak: resident set flat, last minute ≤ 120% of minute {RSS_BASELINE_MINUTE}'s"),
+                run: run.clone(),
+                measured: format!("{} → {} MiB ({:.0}%)", base.rss >> 20, last.rss >> 20, grew * 100.0),
+                met: grew <= 1.2,
+            });
+        }
+        if soak.store == Store::Sqlite {
+            targets.push(Target {
+                what: format!("soak: SQLite write-ahead log ≤ {} MiB", WAL_TARGET >> 20),
+                run,
+                measured: format!("{} MiB at most", soak.wal_peak >> 20),
+                met: soak.wal_peak <= WAL_TARGET,
+            });
+        }
+    }
+    targets
+}
+
+/// The per-minute tables of a soak, in Markdown.
+pub fn soak_tables(soaks: &[Soak]) -> String {
+    let mut out = String::new();
+    for soak in soaks {
+        let _ = writeln!(
+            out,
+            "**{}**: {} packets, {} opens, resident set at most {} MiB\n",
+            name(soak.store),
+            soak.packets,
+            soak.opens,
+            soak.rss_peak >> 20
+        );
+        let _ =
+            writeln!(out, "| minute | opens/s | open p50 | open p99 | RSS | db file | WAL | sweeps | longest sweep |");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+        for m in &soak.minutes {
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {} | {} | {} MiB | {} MiB | {} MiB | {} | {} |",
+                m.minute,
+                m.opens_per_s,
+                ms(m.p50),
+                ms(m.p99),
+                m.rss >> 20,
+                m.db_bytes >> 20,
+                m.wal_bytes >> 20,
+                m.sweeps,
+                ms(m.sweep_max)
+            );
+        }
+        let _ = writeln!(out);
+    }
+    out
+}
+
+/// The generated soak section, markers included.
+pub fn soak_section(provenance: &Provenance, soaks: &[Soak], targets: &[Target], chart: Option<&str>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{SOAK_BEGIN}");
+    let _ =
+        writeln!(out, "<!-- Written by `hongbao-bench --soak --report`; edits here are lost at the next run. -->\n");
+    provenance_table(&mut out, provenance);
+    let _ = writeln!(
+        out,
+        "Rounds of {ROUND_PACKETS} packets × {SHARES} shares (wrap, pay, grab and open by distinct users, a \
+         query per packet, a wallet read per tenth claimant) over {CLIENTS} connections to one `hongbao-host up` \
+         process, `packet_ttl_seconds` = {TTL_SECONDS}, expire + settle every {} s.\n",
+        TICK.as_secs()
+    );
+    out.push_str(&targets_table(targets));
+    let _ = writeln!(out);
+    out.push_str(&soak_tables(soaks));
+    if let Some(chart) = chart {
+        let _ =
+            writeln!(out, "![per minute: opens/s, open p99, resident set and WAL of each store (log scale)]({chart})");
+    }
+    let _ = writeln!(out, "{SOAK_END}");
+    out
+}
+
+/// `existing` with its section between the markers `begin` and `end`
+/// replaced by `section` (appended when it has none); everything outside
+/// the markers is kept as it is. A marker counts only on a line of its own
+/// (prose may quote it).
+pub fn splice_between(existing: &str, section: &str, begin: &str, end: &str) -> Result<String> {
     let lines = |marker: &str| -> Vec<usize> {
         let mut at = 0;
         let mut found = Vec::new();
@@ -393,25 +507,27 @@ pub fn splice(existing: &str, section: &str) -> Result<String> {
         }
         found
     };
-    match (lines(BEGIN).as_slice(), lines(END).as_slice()) {
-        (&[begin], &[end]) if begin < end => {
-            let after = existing[end..].find('\n').map_or(existing.len(), |n| end + n + 1);
-            Ok(format!("{}{section}{}", &existing[..begin], &existing[after..]))
+    match (lines(begin).as_slice(), lines(end).as_slice()) {
+        (&[from], &[to]) if from < to => {
+            let after = existing[to..].find('\n').map_or(existing.len(), |n| to + n + 1);
+            Ok(format!("{}{section}{}", &existing[..from], &existing[after..]))
         }
         ([], []) if existing.is_empty() => Ok(section.to_owned()),
         ([], []) => Ok(format!("{}\n\n{section}", existing.trim_end())),
-        _ => bail!("the report has a broken generated section: want one {BEGIN} line, then one {END} line"),
+        _ => bail!("the report has a broken generated section: want one {begin} line, then one {end} line"),
     }
 }
 
-/// Writes `section` into the report at `path` (created if missing).
-pub fn write(path: &Path, section: &str) -> Result<()> {
+/// Writes `section` into the report at `path` (created if missing), between
+/// the markers `begin` and `end`.
+pub fn write_between(path: &Path, section: &str, begin: &str, end: &str) -> Result<()> {
     let existing = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    std::fs::write(path, splice(&existing, section)?).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(path, splice_between(&existing, section, begin, end)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Cores, CPU model and memory.
@@ -575,6 +691,10 @@ pub fn capacity(provenance: &Provenance, results: &Results) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn splice(existing: &str, section: &str) -> Result<String> {
+        splice_between(existing, section, BEGIN, END)
+    }
+
     #[test]
     fn the_section_is_replaced_and_the_hand_written_text_kept() {
         let old = format!("# Title\n\nbefore\n\n{BEGIN}\nold figures\n{END}\nafter\n");
@@ -605,6 +725,18 @@ mod tests {
         assert!(splice(&format!("{BEGIN}\nno end\n"), &new).is_err());
         assert!(splice(&format!("{END}\n{BEGIN}\n"), &new).is_err());
         assert!(splice(&format!("{BEGIN}\n{END}\n{BEGIN}\n{END}\n"), &new).is_err());
+    }
+
+    #[test]
+    fn the_soak_section_and_the_bench_section_keep_each_other() {
+        let both = format!("{BEGIN}\nbench\n{END}\n\n{SOAK_BEGIN}\nold soak\n{SOAK_END}\n");
+        let soak = format!("{SOAK_BEGIN}\nnew soak\n{SOAK_END}\n");
+        let spliced = splice_between(&both, &soak, SOAK_BEGIN, SOAK_END).unwrap();
+        assert_eq!(spliced, format!("{BEGIN}\nbench\n{END}\n\n{soak}"));
+        assert_eq!(
+            splice(&spliced, &format!("{BEGIN}\nnew bench\n{END}\n")).unwrap(),
+            format!("{BEGIN}\nnew bench\n{END}\n\n{soak}")
+        );
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub struct Journal {
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 /// A WAL this long (~160 MiB of 4 KiB pages) means the checkpointer is not
 /// keeping up: the writer then checkpoints and rewinds it itself.
-const WAL_LIMIT_FRAMES: i64 = 40_000;
+pub const WAL_LIMIT_FRAMES: i64 = 40_000;
 
 /// `PRAGMA wal_checkpoint(MODE)`, noting the WAL's length it reports.
 /// Whether it copied every frame back. A failure is logged; the next round
