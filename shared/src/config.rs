@@ -274,6 +274,15 @@ fn given<'c>(secret: &'c Option<String>, name: &str) -> Result<&'c str, Error> {
 mod tests {
     use super::*;
 
+    /// Every secret given, `name` set to `value`, the rest by default.
+    fn loaded_with(name: &str, value: &str) -> Result<Config, Error> {
+        Config::load(|n| match n {
+            _ if n == name => Some(value.into()),
+            _ if n.ends_with("secret") || n == "admin_token" => Some("x".into()),
+            _ => None,
+        })
+    }
+
     #[test]
     fn defaults_apply_and_secrets_are_required() {
         let c = Config::for_tests();
@@ -297,13 +306,7 @@ mod tests {
 
     #[test]
     fn open_strategy_is_auto_by_default_and_picks_by_share_count() {
-        let with = |strategy: &'static str| {
-            Config::load(move |n| match n {
-                "open_strategy" => Some(strategy.into()),
-                _ if n.ends_with("secret") || n == "admin_token" => Some("x".into()),
-                _ => None,
-            })
-        };
+        let with = |strategy: &str| loaded_with("open_strategy", strategy);
         let auto = Config::for_tests().open_strategy;
         assert_eq!(auto, OpenStrategy::Auto);
         let from = OpenStrategy::AUTO_CURSOR_FROM_COUNT;
@@ -320,13 +323,7 @@ mod tests {
 
     #[test]
     fn batch_reads_are_on_unless_turned_off() {
-        let with = |value: &'static str| {
-            Config::load(move |n| match n {
-                "kv_batch_reads" => Some(value.into()),
-                _ if n.ends_with("secret") || n == "admin_token" => Some("x".into()),
-                _ => None,
-            })
-        };
+        let with = |value: &str| loaded_with("kv_batch_reads", value);
         assert!(Config::for_tests().kv_batch_reads);
         assert_eq!(Config::for_tests().kv_layout, KvLayout::Single);
         assert!(!with("false").unwrap().kv_batch_reads);
@@ -335,13 +332,7 @@ mod tests {
 
     #[test]
     fn demo_mode_is_off_unless_turned_on() {
-        let with = |value: &'static str| {
-            Config::load(move |n| match n {
-                "demo_mode" => Some(value.into()),
-                _ if n.ends_with("secret") || n == "admin_token" => Some("x".into()),
-                _ => None,
-            })
-        };
+        let with = |value: &str| loaded_with("demo_mode", value);
         assert!(!Config::for_tests().demo_mode);
         assert!(with("true").unwrap().demo_mode);
         assert!(!with("false").unwrap().demo_mode);
@@ -350,14 +341,7 @@ mod tests {
 
     #[test]
     fn numbers_are_range_checked() {
-        let with = |ttl: &str| {
-            let ttl = ttl.to_owned();
-            Config::load(move |n| match n {
-                "packet_ttl_seconds" => Some(ttl.clone()),
-                _ if n.ends_with("secret") || n == "admin_token" => Some("x".into()),
-                _ => None,
-            })
-        };
+        let with = |ttl: &str| loaded_with("packet_ttl_seconds", ttl);
         assert_eq!(with("60").unwrap().packet_ttl_seconds, 60);
         assert!(with("0").is_err());
         assert!(with("abc").is_err());
