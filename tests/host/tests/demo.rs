@@ -158,31 +158,31 @@ async fn two_members_send_and_open_a_packet_in_chromium() {
     members_send_and_open_in_chromium(host.addr, tools).await;
 }
 
-/// The demo unchanged on real Spin: its files and endpoints, then the same
-/// browser test. Spin has no ticker, so a task here plays the operator's
-/// settle cron.
+/// The demo unchanged on real Spin, with its SQLite store and with Redis: its
+/// files and endpoints, then the same browser test. Spin has no ticker, so a
+/// task here plays the operator's settle cron.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_works_on_spin_up() {
-    let Some(bin) = spin_binary_or_skip() else { return };
-    let spec = HostSpec::app().var("demo_mode", "true");
-    let spin = tokio::task::spawn_blocking(move || spin_up(&bin, &spec, None)).await.unwrap();
-    let mut api = Api::new(spin.addr);
-    let page = api.client.get("/demo/", &[]).await.unwrap();
-    assert_eq!(page.status, 200);
-    assert!(page.header("content-type").unwrap().starts_with("text/html"));
-    let signed = api.client.post("/v1/demo/sign-in", &[], json!({"name": "carol"}).to_string()).await.unwrap();
-    assert_eq!((signed.status, signed.json()["user"].as_str()), (200, Some("carol")));
-    let Some(tools) = browser_tools_or_skip() else { return };
-    let addr = spin.addr;
-    let settle = tokio::spawn(async move {
-        let mut api = Api::new(addr);
-        loop {
-            api.admin("POST", "/v1/admin/settle").await;
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        }
-    });
-    members_send_and_open_in_chromium(spin.addr, tools).await;
-    settle.abort();
+    for target in [Target::Spin, Target::SpinRedis] {
+        let Some(spin) = target.start(HostSpec::app().var("demo_mode", "true")) else { return };
+        let mut api = Api::new(spin.addr);
+        let page = api.client.get("/demo/", &[]).await.unwrap();
+        assert_eq!(page.status, 200, "{target:?}");
+        assert!(page.header("content-type").unwrap().starts_with("text/html"), "{target:?}");
+        let signed = api.client.post("/v1/demo/sign-in", &[], json!({"name": "carol"}).to_string()).await.unwrap();
+        assert_eq!((signed.status, signed.json()["user"].as_str()), (200, Some("carol")), "{target:?}");
+        let Some(tools) = browser_tools_or_skip() else { return };
+        let addr = spin.addr;
+        let settle = tokio::spawn(async move {
+            let mut api = Api::new(addr);
+            loop {
+                api.admin("POST", "/v1/admin/settle").await;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        });
+        members_send_and_open_in_chromium(spin.addr, tools).await;
+        settle.abort();
+    }
 }
 
 /// The packet id's creation day, as reconcile takes it.
