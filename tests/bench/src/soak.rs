@@ -128,8 +128,8 @@ pub async fn run(manifest: &Path, store: Store, duration: Duration) -> Result<Op
                 "  {:>4.0} s: round {round}, RSS {} MiB, db {} MiB, WAL {} MiB",
                 started.elapsed().as_secs_f64(),
                 rss >> 20,
-                file_len(&db) >> 20,
-                file_len(&wal) >> 20
+                db_bytes >> 20,
+                wal_bytes >> 20
             ));
         }
     }
@@ -196,11 +196,9 @@ async fn one_round(addrs: &bench::Addrs, round: usize) -> Result<(Vec<Duration>,
         .collect::<Result<_>>()?;
     let pays: Arc<Vec<bench::Job>> = Arc::new(
         ids.iter()
-            .enumerate()
-            .map(|(i, id)| {
-                let body = serde_json::json!({"packet_id": id, "payment_id": format!("soak-pay-{round}-{i}"), "amount_fen": 1_000, "status": "success"}).to_string();
-                let signature = hongbao::auth::sign_payment(bench::PAYMENT, body.as_bytes());
-                (format!("/v1/packets/{id}/payment"), signature, bytes::Bytes::from(body))
+            .map(|id| {
+                let (path, signature, body) = client::payment_callback(bench::PAYMENT, id, 1_000);
+                (path, signature, bytes::Bytes::from(body))
             })
             .collect(),
     );

@@ -191,16 +191,21 @@ pub async fn paid_packet(
     let view: Wrapped = serde_json::from_slice(&wrapped.body).context("wrap answer")?;
     let packet = Paid { id: view.id, total_fen: view.total_fen, count: view.count };
     ensure!((packet.total_fen, packet.count) == (total_fen, count), "wrap answered {packet:?}, not what was asked");
-    let id = &packet.id;
-    let payment =
-        json!({"packet_id": id, "payment_id": format!("pay-{id}"), "amount_fen": total_fen, "status": "success"})
-            .to_string();
-    let signature = hongbao::auth::sign_payment(secrets.payment, payment.as_bytes());
-    let path = format!("/v1/packets/{id}/payment");
+    let (path, signature, payment) = payment_callback(secrets.payment, &packet.id, total_fen);
     let paid =
         final_answer(client, "POST", &path, &[("x-payment-signature", &signature)], Bytes::from(payment)).await?;
     ensure!(paid.status == 200, "pay: {} {}", paid.status, String::from_utf8_lossy(&paid.body));
     Ok(packet)
+}
+
+/// The payment system's signed callback paying packet `id` for `amount_fen`
+/// (payment_id `pay-{id}`): its path, `x-payment-signature` and body.
+pub fn payment_callback(payment_secret: &str, id: &str, amount_fen: u64) -> (String, String, String) {
+    let body =
+        json!({"packet_id": id, "payment_id": format!("pay-{id}"), "amount_fen": amount_fen, "status": "success"})
+            .to_string();
+    let signature = hongbao::auth::sign_payment(payment_secret, body.as_bytes());
+    (format!("/v1/packets/{id}/payment"), signature, body)
 }
 
 /// What one user ended with after grab → open.
