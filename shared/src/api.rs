@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::money::Fen;
 use crate::record::WrapTerms;
-use crate::time::{Day, Timestamp};
+use crate::time::Day;
 use serde_json::{Map, Value};
 
 /// Bodies above this are refused with 413 before parsing.
@@ -138,7 +138,7 @@ pub fn parse_open(body: &[u8]) -> Result<String, Error> {
 }
 
 /// The `day` query parameter (`YYYY-MM-DD`), today (UTC) when absent.
-pub fn parse_day(query: Option<&str>, now: Timestamp) -> Result<Day, Error> {
+pub fn parse_day(query: Option<&str>, default: Day) -> Result<Day, Error> {
     let day = query
         .unwrap_or("")
         .split('&')
@@ -146,7 +146,7 @@ pub fn parse_day(query: Option<&str>, now: Timestamp) -> Result<Day, Error> {
         .find(|(k, _)| *k == "day")
         .map(|(_, v)| v);
     match day {
-        None | Some("") => Ok(now.day()),
+        None | Some("") => Ok(default),
         Some(text) => Day::parse_iso(text).ok_or_else(|| invalid("day", "must be a date YYYY-MM-DD")),
     }
 }
@@ -154,6 +154,7 @@ pub fn parse_day(query: Option<&str>, now: Timestamp) -> Result<Day, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::Timestamp;
 
     fn wrap(body: &str) -> Result<WrapRequest, Error> {
         parse_wrap(body.as_bytes(), &Config::for_tests())
@@ -229,9 +230,9 @@ mod tests {
         assert_eq!(parse_open(br#"{"ticket":"t"}"#), Ok("t".into()));
         assert!(matches!(parse_open(br#"{}"#), Err(Error::InvalidTicket(_))));
         let now = Timestamp(1_795_305_600);
-        assert_eq!(parse_day(None, now).unwrap().to_string(), "2026-11-22");
-        assert_eq!(parse_day(Some("x=1&day=2026-01-02"), now).unwrap().to_string(), "2026-01-02");
-        assert!(parse_day(Some("day=2026-02-30"), now).is_err());
+        assert_eq!(parse_day(None, now.day()).unwrap().to_string(), "2026-11-22");
+        assert_eq!(parse_day(Some("x=1&day=2026-01-02"), now.day()).unwrap().to_string(), "2026-01-02");
+        assert!(parse_day(Some("day=2026-02-30"), now.day()).is_err());
     }
 
     #[test]

@@ -64,6 +64,12 @@ pub const VARIABLES: &[Variable] = &[
         meaning: "where keys live: single (all in the store labelled default) or sets (SET n's packet keys in store setN, the rest in users: spin.sets.toml)",
     },
     Variable {
+        name: "retention_days",
+        default: Some("31"),
+        secret: false,
+        meaning: "days a day's packets are kept before the purge may delete them (at least 31, the days the sweeps look back; the day's reconciliation report is kept)",
+    },
+    Variable {
         name: "demo_mode",
         default: Some("false"),
         secret: false,
@@ -74,6 +80,13 @@ pub const VARIABLES: &[Variable] = &[
 /// A packet's whole money life (payment window + TTL + sweep) must fit in the
 /// hot day-tables the sweeps scan, hence the cap on the TTL.
 pub const MAX_TTL_SECONDS: i64 = 14 * 86_400;
+
+/// Day-tables a sweep looks at (the seeds' `dd` cycle). A packet's money all
+/// moves within payment window + TTL (at most 2 x 14 days, plus the clock
+/// skew margin) of its creation, so 31 days leave nearly three days of slack
+/// for a sweeper that was down. Also the shortest retention: the purge never
+/// deletes a day the sweeps may still visit.
+pub const HOT_DAYS: i64 = 31;
 
 /// The secret variables, each needed only by some endpoints (see
 /// `http::secrets`): spin.toml hands a component only the ones it uses.
@@ -98,6 +111,8 @@ pub struct Config {
     pub kv_layout: KvLayout,
     /// Whether the demo page and its two endpoints answer (else 404).
     pub demo_mode: bool,
+    /// Days a day's packets are kept before the purge may delete them.
+    pub retention_days: i64,
 }
 
 /// The `kv_layout` variable: which store label a key lives in.
@@ -214,6 +229,7 @@ impl Config {
             admission_limit: number("admission_limit", value("admission_limit")?, 1, i64::MAX)?,
             kv_batch_reads: flag("kv_batch_reads", value("kv_batch_reads")?)?,
             demo_mode: flag("demo_mode", value("demo_mode")?)?,
+            retention_days: number("retention_days", value("retention_days")?, HOT_DAYS, 36_500)?,
             kv_layout: {
                 let text = value("kv_layout")?;
                 KvLayout::parse(text.trim())
@@ -328,6 +344,13 @@ mod tests {
         assert_eq!(Config::for_tests().kv_layout, KvLayout::Single);
         assert!(!with("false").unwrap().kv_batch_reads);
         assert!(matches!(with("no"), Err(Error::Internal(m)) if m.contains("kv_batch_reads")));
+    }
+
+    #[test]
+    fn retention_is_a_month_unless_set_and_never_shorter_than_the_sweeps_look_back() {
+        assert_eq!(Config::for_tests().retention_days, 31);
+        assert_eq!(loaded_with("retention_days", "90").unwrap().retention_days, 90);
+        assert!(matches!(loaded_with("retention_days", "30"), Err(Error::Internal(m)) if m.contains("retention_days")));
     }
 
     #[test]

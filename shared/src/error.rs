@@ -29,6 +29,8 @@ pub enum Error {
     Exhausted,
     AlreadyClaimed(Claim),
     InvalidTicket(&'static str),
+    /// The purge refused a day whose money still moves or does not reconcile.
+    DayNotClosed(String),
     /// Load shed before the store, or too much contention: nothing was done.
     Busy {
         retry_after_seconds: u32,
@@ -54,7 +56,8 @@ impl Error {
             | Error::PaymentReused
             | Error::TooManyUnpaid(_)
             | Error::NotSent
-            | Error::AlreadyClaimed(_) => 409,
+            | Error::AlreadyClaimed(_)
+            | Error::DayNotClosed(_) => 409,
             Error::Expired | Error::Exhausted => 410,
             Error::PayloadTooLarge => 413,
             Error::InvalidArgument(_) | Error::AmountMismatch { .. } => 422,
@@ -81,6 +84,7 @@ impl Error {
             Error::Exhausted => "exhausted",
             Error::AlreadyClaimed(_) => "already_claimed",
             Error::InvalidTicket(_) => "invalid_ticket",
+            Error::DayNotClosed(_) => "day_not_closed",
             Error::Busy { .. } => "busy",
             Error::PayloadTooLarge => "payload_too_large",
             Error::MethodNotAllowed => "method_not_allowed",
@@ -91,7 +95,10 @@ impl Error {
 
     pub fn message(&self) -> String {
         match self {
-            Error::InvalidJson(m) | Error::InvalidArgument(m) | Error::IdempotencyConflict(m) => m.clone(),
+            Error::InvalidJson(m)
+            | Error::InvalidArgument(m)
+            | Error::IdempotencyConflict(m)
+            | Error::DayNotClosed(m) => m.clone(),
             Error::Unauthorized(m) | Error::InvalidTicket(m) => (*m).to_owned(),
             Error::BadSignature => "x-payment-signature does not match the body".into(),
             Error::NotFound => "no such packet".into(),

@@ -40,6 +40,7 @@ pub enum Endpoint {
     Expire,
     Settle,
     Reconcile,
+    Purge,
     /// Demo mode only: a short-lived token for any name.
     DemoSignIn,
     /// Demo mode only: the sender pays their own packet, no provider asked.
@@ -47,7 +48,7 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 13] = [
+    pub const ALL: [Endpoint; 14] = [
         Endpoint::Wrap,
         Endpoint::Payment,
         Endpoint::Grab,
@@ -59,6 +60,7 @@ impl Endpoint {
         Endpoint::Expire,
         Endpoint::Settle,
         Endpoint::Reconcile,
+        Endpoint::Purge,
         Endpoint::DemoSignIn,
         Endpoint::DemoPayment,
     ];
@@ -78,7 +80,7 @@ impl Endpoint {
     pub fn secret(self) -> &'static str {
         match self {
             Endpoint::Payment => "payment_secret",
-            Endpoint::Expire | Endpoint::Settle | Endpoint::Reconcile => "admin_token",
+            Endpoint::Expire | Endpoint::Settle | Endpoint::Reconcile | Endpoint::Purge => "admin_token",
             _ => "auth_secret",
         }
     }
@@ -104,6 +106,7 @@ impl Endpoint {
             Endpoint::Expire => &["admin", "expire"],
             Endpoint::Settle => &["admin", "settle"],
             Endpoint::Reconcile => &["admin", "reconcile"],
+            Endpoint::Purge => &["admin", "purge"],
             Endpoint::DemoSignIn => &["demo", "sign-in"],
             Endpoint::DemoPayment => &["demo", "payment"],
         }
@@ -270,11 +273,11 @@ fn handle<const ENDPOINTS: u32, S: Store>(
         }
         Endpoint::Sent if owns::<ENDPOINTS>(Endpoint::Sent) => {
             let user = user()?;
-            Response::json(200, &svc.sent(&user, api::parse_day(req.query, now)?)?)
+            Response::json(200, &svc.sent(&user, api::parse_day(req.query, now.day())?)?)
         }
         Endpoint::Received if owns::<ENDPOINTS>(Endpoint::Received) => {
             let user = user()?;
-            Response::json(200, &svc.received(&user, api::parse_day(req.query, now)?)?)
+            Response::json(200, &svc.received(&user, api::parse_day(req.query, now.day())?)?)
         }
         Endpoint::Wallet if owns::<ENDPOINTS>(Endpoint::Wallet) => {
             let user = user()?;
@@ -290,7 +293,13 @@ fn handle<const ENDPOINTS: u32, S: Store>(
         }
         Endpoint::Reconcile if owns::<ENDPOINTS>(Endpoint::Reconcile) => {
             admin()?;
-            Response::json(200, &svc.reconcile(api::parse_day(req.query, now)?)?)
+            Response::json(200, &svc.reconcile(api::parse_day(req.query, now.day())?)?)
+        }
+        Endpoint::Purge if owns::<ENDPOINTS>(Endpoint::Purge) => {
+            admin()?;
+            // Without a day, the newest one past the retention (a daily cron's call).
+            let day = api::parse_day(req.query, svc.newest_purgeable_day())?;
+            Response::json(200, &svc.purge(day)?)
         }
         Endpoint::DemoSignIn if owns::<ENDPOINTS>(Endpoint::DemoSignIn) => {
             let user = api::parse_demo_sign_in(req.body)?;

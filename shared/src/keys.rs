@@ -130,6 +130,40 @@ pub fn user_admission(id: &PacketId, user: &str, window: i64) -> String {
     in_table(id, &["/adm/", id.as_str(), "/u.", user, "/", &window.to_string(), "/n"])
 }
 
+/// Reconcile's report of `day`, kept when the purge deleted the day's
+/// packets (value, JSON of `ReconcileReport`).
+pub fn kept_report(day: Day) -> String {
+    format!("report/{}", day.compact())
+}
+
+/// Whether `key` holds nothing but the state of packets created on `day`,
+/// which the purge deletes: their day-table keys (record, shares, cursor,
+/// admission counters, per-user markers, credit elections), the day's SET
+/// indexes, and the senders' unpaid counts and sent lists of that day. A
+/// user's received list and wallet are their history and stay, and so do
+/// payment bindings (a payment_id pays one packet ever).
+pub fn of_day(key: &str, day: Day) -> bool {
+    let day = day.compact();
+    let mut parts = key.split('/');
+    let (Some(first), Some(second), Some(third), fourth) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let set = set_of(key).is_some();
+    let user_shard = first.len() == 3 && first.starts_with('u') && first[1..].bytes().all(|b| b.is_ascii_digit());
+    match (second, third) {
+        // s{n}/db_xx.t_y_dd/{family}/{packet id}/...
+        (table, "p" | "adm" | "cr" | "sh" | "rel") if set && table.starts_with("db_") => {
+            fourth.is_some_and(|id| id.starts_with(&day))
+        }
+        // s{n}/ix/{day}..., s{n}/paid/{day}...
+        ("ix" | "paid", d) if set => d == day,
+        // u{uu}/{user}/unpaid/{day}/n, u{uu}/{user}/sent/{day}/...
+        (_, "unpaid" | "sent") if user_shard => fourth == Some(&day),
+        _ => false,
+    }
+}
+
 /// Hex of the first 16 bytes of SHA-256: client text made key-safe.
 fn short_hash(text: &str) -> String {
     hex::encode(&Sha256::digest(text.as_bytes())[..16])
@@ -316,6 +350,71 @@ mod tests {
         ];
         for v in &values {
             assert!(!v.ends_with("/n") && !v.ends_with("/len"), "{v}");
+        }
+    }
+
+    #[test]
+    fn of_day_names_every_key_of_a_days_packets_and_nothing_else() {
+        let day = Day { year: 2026, month: 11, day: 7 };
+        let next_month = Day { year: 2026, month: 12, day: 7 };
+        let mut rng = SplitMix64(5);
+        for _ in 0..100 {
+            let id = PacketId::generate(day, &mut rng);
+            // Same SET, db and table (the dd repeats every month): kept.
+            let later = PacketId::parse(&format!("{}{}", next_month.compact(), &id.as_str()[8..])).unwrap();
+            let of = |id: &PacketId| {
+                [
+                    packet(id),
+                    admission(id, 1_794_000_000),
+                    user_admission(id, "bob", 179_400_000),
+                    credit_election(id, "c1"),
+                    credit_election(id, "refund"),
+                    share(id, 3),
+                    cursor(id),
+                    share_of(id, "bob"),
+                    open_marker(id, "bob"),
+                    unpaid_release(id),
+                ]
+            };
+            for key in of(&id) {
+                assert!(of_day(&key, day), "{key}");
+                assert!(!of_day(&key, next_month), "{key}");
+            }
+            for key in of(&later) {
+                assert!(!of_day(&key, day), "{key}");
+            }
+        }
+        let set = 3;
+        let indexes = |d: Day| {
+            [
+                day_index(set, d).len_key(),
+                day_index(set, d).slot(4),
+                day_index(set, d).marker("x"),
+                day_index_cleaned(set, d),
+                paid_index(set, d).slot(1),
+                paid_index_low(set, d),
+                unpaid("bob", d),
+                sent("bob", d).len_key(),
+                sent("bob", d).slot(2),
+            ]
+        };
+        for key in indexes(day) {
+            assert!(of_day(&key, day), "{key}");
+        }
+        for key in indexes(next_month).into_iter().chain(indexes(day.minus_days(1))) {
+            assert!(!of_day(&key, day), "{key}");
+        }
+        for key in [
+            received("bob", day).slot(1),
+            wallet("bob", day).len_key(),
+            wallet("bob", day).marker("p.c1"),
+            wallet_days("bob").slot(1),
+            wrap_request("bob", "20261107"),
+            payment_binding("20261107"),
+            kept_report(day),
+            user("20261107"),
+        ] {
+            assert!(!of_day(&key, day), "{key}");
         }
     }
 

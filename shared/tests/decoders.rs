@@ -27,6 +27,7 @@ const CODES: &[&str] = &[
     "too_many_unpaid",
     "amount_mismatch",
     "not_sent",
+    "day_not_closed",
     "expired",
     "exhausted",
     "already_claimed",
@@ -135,6 +136,7 @@ proptest! {
             Endpoint::Expire => "/v1/admin/expire".into(),
             Endpoint::Settle => "/v1/admin/settle".into(),
             Endpoint::Reconcile => "/v1/admin/reconcile".into(),
+            Endpoint::Purge => "/v1/admin/purge".into(),
             Endpoint::DemoSignIn => "/v1/demo/sign-in".into(),
             Endpoint::DemoPayment => "/v1/demo/payment".into(),
         };
@@ -165,6 +167,6 @@ proptest! {
         let t = hongbao::auth::verify_ticket("k", &ticket, "p", "alice", now);
         prop_assert!(matches!(t, Err(hongbao::Error::InvalidTicket(_))));
         // A query string of any shape: a day or 422, never a panic.
-        let _ = hongbao::api::parse_day(Some(&ticket), now);
+        let _ = hongbao::api::parse_day(Some(&ticket), now.day());
     }
 }

@@ -294,3 +294,60 @@ fn demo_endpoints_exist_only_in_demo_mode() {
     let opened = open(&store, &on, &id, "bob", grabbed["ticket"].as_str().unwrap());
     assert!(seen.expect("open", opened, 200, None)["claim"]["amount_fen"].as_u64().unwrap() >= 1);
 }
+
+/// The purge's answers (an admin extension of the contract): the admin token
+/// only; a day inside the retention is 422; a day whose money still moves is
+/// 409 `day_not_closed`; a closed day past it is purged, and by default the
+/// newest such day is.
+#[test]
+fn the_purge_answers_by_the_day_and_its_books() {
+    let (store, config) = (MemoryStore::new(), config());
+    let mut seen = Seen::default();
+    let admin = |query, now: Timestamp| {
+        let mut call = Call::new("POST", "/v1/admin/purge").at(now);
+        call.query = query;
+        call.authorization = Some("Bearer test-admin-token".into());
+        call
+    };
+    let id = paid(&mut seen, &store, &config, "old", 300, 3);
+    let ticket = seen.expect("grab", grab(&store, &config, &id, "a"), 200, None)["ticket"].as_str().unwrap().to_owned();
+    seen.expect("open", open(&store, &config, &id, "a", &ticket), 200, None);
+    let day = T0.day().to_string();
+    let query = format!("day={day}");
+    let query = query.as_str();
+    let month_later = T0.plus_seconds(40 * DAY);
+
+    let user = Call::new("POST", "/v1/admin/purge").user("a").send(&store, Ok(&config));
+    seen.expect("a user's token", user, 401, Some("unauthorized"));
+    seen.expect(
+        "inside the retention",
+        admin(Some(query), T0).send(&store, Ok(&config)),
+        422,
+        Some("invalid_argument"),
+    );
+    seen.expect(
+        "bad day",
+        admin(Some("day=2026-13-01"), month_later).send(&store, Ok(&config)),
+        422,
+        Some("invalid_argument"),
+    );
+    // Refunded by expiry but never settled: the money has not reached the wallets.
+    let sweep = |path: &str| Call { path: path.into(), ..admin(None, T0.plus_seconds(2 * DAY)) };
+    let expire = sweep("/v1/admin/expire");
+    seen.expect("expire", expire.send(&store, Ok(&config)), 200, None);
+    seen.expect("unsettled", admin(Some(query), month_later).send(&store, Ok(&config)), 409, Some("day_not_closed"));
+    seen.expect("settle", sweep("/v1/admin/settle").send(&store, Ok(&config)), 200, None);
+
+    let purged = seen.expect("purge", admin(Some(query), month_later).send(&store, Ok(&config)), 200, None);
+    assert_eq!(purged["day"], day.as_str());
+    assert!(purged["deleted_keys"].as_u64().unwrap() > 5, "{purged}");
+    assert_eq!((purged["report"]["packets"].as_u64(), purged["report"]["total_fen"].as_u64()), (Some(1), Some(300)));
+    assert_eq!(purged["report"]["purged"], true);
+    let query_packet = Call::new("GET", format!("/v1/packets/{id}")).at(month_later).user("sender");
+    seen.expect("purged packet", query_packet.send(&store, Ok(&config)), 404, Some("not_found"));
+
+    // No day: the newest one past the retention (here, T0's day again).
+    let default_day = T0.plus_seconds((config.retention_days + 1) * DAY);
+    let again = seen.expect("purge, no day", admin(None, default_day).send(&store, Ok(&config)), 200, None);
+    assert_eq!((again["day"].as_str(), again["deleted_keys"].as_u64()), (Some(day.as_str()), Some(0)));
+}

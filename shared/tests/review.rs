@@ -74,6 +74,10 @@ impl Store for DiesAt<'_> {
         self.alive()?;
         self.inner.swap(cas, value)
     }
+    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
+        self.alive()?;
+        self.inner.list_keys()
+    }
 }
 
 fn open_with_ticket<S: Store>(

@@ -86,6 +86,11 @@ impl Store for Recorder {
         self.note_write([cas.0.as_str()]);
         self.inner.swap(cas.1, value)
     }
+    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
+        let keys = self.inner.list_keys()?;
+        self.note(keys.iter().map(String::as_str));
+        Ok(keys)
+    }
 }
 
 #[test]

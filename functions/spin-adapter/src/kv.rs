@@ -162,6 +162,16 @@ impl Store for Stores {
     fn swap(&self, cas: atomics::Cas, value: &[u8]) -> Result<(), SwapError> {
         swap(cas, value)
     }
+
+    /// Every label's keys, each key once: from the label the layout puts it
+    /// in (labels on one Redis server each list the server's every key).
+    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        for index in 0..self.layout.labels().len() {
+            keys.extend(self.at(index)?.list_keys()?.into_iter().filter(|key| self.index(key) == index));
+        }
+        Ok(keys)
+    }
 }
 
 fn error(e: store::Error) -> StoreError {
@@ -223,6 +233,21 @@ impl Store for KvStore {
 
     fn swap(&self, cas: atomics::Cas, value: &[u8]) -> Result<(), SwapError> {
         swap(cas, value)
+    }
+
+    /// Page by page while the store hands out cursors (Spin's stores answer
+    /// in one page).
+    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.bucket.list_keys(cursor.as_deref()).map_err(error)?;
+            keys.extend(page.keys);
+            match page.cursor {
+                Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
+                _ => return Ok(keys),
+            }
+        }
     }
 }
 

@@ -7,10 +7,12 @@
 mod cursor;
 mod demo;
 mod packet;
+mod purge;
 mod sweep;
 mod user;
 
 pub use packet::{GrabView, OpenView};
+pub use purge::PurgeReport;
 pub use sweep::{ExpireReport, Mismatch, ReconcileReport, SettleReport, SweepError};
 pub use user::{ReceivedView, SentView, WalletView};
 

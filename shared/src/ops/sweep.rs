@@ -4,7 +4,7 @@
 //! concurrently, repeatedly, and after a crash at any point.
 
 use super::{Service, decode_existing};
-use crate::config::MAX_TTL_SECONDS;
+use crate::config::{HOT_DAYS, MAX_TTL_SECONDS};
 use crate::error::Error;
 use crate::id::{PacketId, SETS};
 use crate::keys;
@@ -15,12 +15,6 @@ use crate::store::{Step, Store, get_all, lists, update};
 use crate::time::{Day, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-
-/// Day-tables a sweep looks at (the seeds' `dd` cycle). A packet's money all
-/// moves within payment window + TTL (at most 2 x 14 days, plus the clock
-/// skew margin) of its creation, so 31 days leave nearly three days of slack
-/// for a sweeper that was down.
-pub const HOT_DAYS: i64 = 31;
 
 /// How far the clocks of two instances may disagree. Payment checks its
 /// window on its own clock, sweeps decide on theirs, so a sweep treats a
@@ -57,13 +51,13 @@ pub struct SweepError {
     pub code: &'static str,
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq, Clone)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, Clone)]
 pub struct Mismatch {
     pub packet_id: String,
     pub reason: String,
 }
 
-#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq, Clone)]
 pub struct ReconcileReport {
     pub day: String,
     pub packets: u64,
@@ -73,6 +67,11 @@ pub struct ReconcileReport {
     pub outstanding_fen: u64,
     pub credited_fen: u64,
     pub mismatches: Vec<Mismatch>,
+    /// Packets whose money may still move: paid and not yet refunded and
+    /// credited in full, or still payable.
+    pub unfinished: u64,
+    /// The day's packets are purged: this is the report kept at the purge.
+    pub purged: bool,
 }
 
 /// Where a sweep may start in one day index: slots before `next` hold only
@@ -276,7 +275,7 @@ impl<S: Store> Service<'_, S> {
     }
 
     /// A packet no sweep needs to look at again.
-    fn is_done(&self, p: &Packet) -> bool {
+    pub(super) fn is_done(&self, p: &Packet) -> bool {
         match p.status {
             // In the paid index but not paid (its payment died, or is still
             // in flight): done once no instance's clock can accept a payment.
@@ -344,8 +343,33 @@ impl<S: Store> Service<'_, S> {
     }
 
     /// Reconciliation (对账) over the packets created on `day`: totals, and
-    /// every broken invariant or missing credit named per packet.
+    /// every broken invariant or missing credit named per packet. For a
+    /// purged day, the report kept at the purge.
     pub fn reconcile(&self, day: Day) -> Result<ReconcileReport, Error> {
+        if let Some(kept) = self.kept_report(day)? {
+            return Ok(kept);
+        }
+        let computed = self.reconcile_records(day);
+        // A purge that began meanwhile may have deleted some of what was
+        // read; it keeps its report before it deletes anything.
+        match self.kept_report(day)? {
+            Some(kept) => Ok(kept),
+            None => computed,
+        }
+    }
+
+    /// The report kept when `day` was purged, if it was.
+    pub(super) fn kept_report(&self, day: Day) -> Result<Option<ReconcileReport>, Error> {
+        self.store
+            .get(&keys::kept_report(day))?
+            .map(|bytes| {
+                serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("kept report of {day}: {e}")))
+            })
+            .transpose()
+    }
+
+    /// Reconciliation read from the day's packet records.
+    pub(super) fn reconcile_records(&self, day: Day) -> Result<ReconcileReport, Error> {
         let mut report = ReconcileReport { day: day.to_string(), ..Default::default() };
         let mut seen = HashSet::new();
         for set in 0..SETS {
@@ -361,6 +385,9 @@ impl<S: Store> Service<'_, S> {
                 };
                 report.packets += 1;
                 let p = self.current(&id, p)?;
+                if !self.is_done(&p) {
+                    report.unfinished += 1;
+                }
                 if p.status.is_paid() {
                     self.reconcile_packet(&p, &mut report)?;
                 }

@@ -126,4 +126,9 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.swap(cas, value)?;
         if lie { Err(SwapError::CasFailed) } else { Ok(()) }
     }
+
+    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
+        self.enter("list_keys")?;
+        self.inner.list_keys()
+    }
 }

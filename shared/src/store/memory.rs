@@ -209,4 +209,11 @@ impl Store for MemoryStore {
         inner.write(&cas.key, Value::Bytes(value.to_vec()));
         Ok(())
     }
+
+    /// Sorted, so a seeded simulation replays identically.
+    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
+        let mut keys: Vec<String> = self.lock()?.entries.keys().cloned().collect();
+        keys.sort_unstable();
+        Ok(keys)
+    }
 }

@@ -67,6 +67,10 @@ pub trait Store {
     fn current(&self, cas: &Self::Cas) -> Result<Option<Vec<u8>>, StoreError>;
     /// `atomics.swap`: writes `value` if the key is unchanged since `current`.
     fn swap(&self, cas: Self::Cas, value: &[u8]) -> Result<(), SwapError>;
+    /// Every key, in no particular order (`store.list-keys`). Spin's stores
+    /// answer it in one page holding the whole store, so only the purge, a
+    /// rare admin operation, calls it.
+    fn list_keys(&self) -> Result<Vec<String>, StoreError>;
 }
 
 /// Keys per `get_many` call: a bound on one call's request and answer
@@ -155,5 +159,8 @@ impl<S: Store + ?Sized> Store for &S {
     }
     fn swap(&self, cas: Self::Cas, value: &[u8]) -> Result<(), SwapError> {
         (**self).swap(cas, value)
+    }
+    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
+        (**self).list_keys()
     }
 }

@@ -16,7 +16,8 @@
 //! After every request the model checks what the store holds against what
 //! every client was told; at the end it drains everything, moves the clock far
 //! past every expiry, sweeps without faults and audits wallets and
-//! reconciliation. The first broken invariant ends the run.
+//! reconciliation; then, past the retention, purges every day and audits
+//! again. The first broken invariant ends the run.
 
 #![allow(dead_code)]
 
@@ -576,6 +577,11 @@ impl Store for SimStore<'_> {
             }
             _ => self.inner.swap(cas.inner, value),
         }
+    }
+
+    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
+        self.enter("list_keys", "-")?;
+        self.inner.list_keys()
     }
 }
 
@@ -1773,7 +1779,48 @@ impl<'a> World<'a> {
             self.run_direct(ReqKind::Expire)?;
             self.run_direct(ReqKind::Settle)?;
         }
-        self.audit()
+        self.audit()?;
+        self.purge_phase()
+    }
+
+    /// Past the retention of the last day, purges every day of the history
+    /// (fault-free, through HTTP): each day's reconciliation is kept as it
+    /// was, no key of a day's packets is left, and every wallet still holds
+    /// exactly what it is owed.
+    fn purge_phase(&mut self) -> Result<(), Violation> {
+        let packets: Vec<Packet> = (0..self.packets.len()).map(|p| self.packet_now(p)).collect::<Result<_, _>>()?;
+        let first = self.plan.start.day().days_since_epoch();
+        let last = self.now.day().days_since_epoch();
+        let days: Vec<Day> = (first..=last).map(Day::from_days_since_epoch).collect();
+        let admin = |sim: &Self, method, path: &str, day: Day| {
+            let call = HttpCall {
+                authorization: Some(ADMIN.into()),
+                ..sim.direct_call(method, path, Some(format!("day={day}")), 0)
+            };
+            let response = call.serve(sim.store, sim.config);
+            (response.status, serde_json::from_slice::<Value>(&response.body).unwrap_or(Value::Null))
+        };
+        let before: Vec<(u16, Value)> =
+            days.iter().map(|&day| admin(self, "GET", "/v1/admin/reconcile", day)).collect();
+        self.now = Day::from_days_since_epoch(last + self.config.retention_days + 1).start();
+        self.log(format!("purge phase: {} days at {}", days.len(), self.now.to_rfc3339()));
+        for (&day, (_, mut kept)) in days.iter().zip(before) {
+            let (status, purged) = admin(self, "POST", "/v1/admin/purge", day);
+            kept["purged"] = json!(true);
+            if status != 200 || purged["report"] != kept {
+                return Err(violation("purge_failed", format!("{day}: {status} {purged}, reconciled {kept}")));
+            }
+            let (_, after) = admin(self, "GET", "/v1/admin/reconcile", day);
+            if after != kept {
+                return Err(violation("purge_lost_report", format!("{day}: {after}, reconciled {kept}")));
+            }
+            let left: Vec<String> =
+                self.store.list_keys().unwrap_or_default().into_iter().filter(|k| keys::of_day(k, day)).collect();
+            if !left.is_empty() {
+                return Err(violation("purge_left_keys", format!("{day}: {left:?}")));
+            }
+        }
+        self.audit_wallets(&packets)
     }
 
     /// Serves a request on this thread, fault-free, with the usual bookkeeping.

@@ -84,7 +84,12 @@ async fn authentication_is_enforced_everywhere(target: Target) {
     }
     // Admin endpoints take the admin token only (a user JWT is not it).
     let user = bearer("alice");
-    for (method, path) in [("POST", "/v1/admin/expire"), ("POST", "/v1/admin/settle"), ("GET", "/v1/admin/reconcile")] {
+    for (method, path) in [
+        ("POST", "/v1/admin/expire"),
+        ("POST", "/v1/admin/settle"),
+        ("GET", "/v1/admin/reconcile"),
+        ("POST", "/v1/admin/purge"),
+    ] {
         for auth in [None, Some("Bearer wrong"), Some(user.as_str())] {
             let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
             let reply = api.client.send(method, path, &headers, "").await.unwrap();

@@ -184,7 +184,7 @@ fn components_import_only_standard_interfaces() {
     let mut config = wasmtime::Config::new();
     config.wasm_component_model(true).wasm_component_model_async(true);
     let engine = wasmtime::Engine::new(&config).unwrap();
-    assert_eq!(manifest.components.len(), 11);
+    assert_eq!(manifest.components.len(), 12);
     for (id, component) in &manifest.components {
         let wasm = wasmtime::component::Component::from_file(&engine, manifest.dir.join(&component.source)).unwrap();
         let ty = wasm.component_type();
@@ -230,6 +230,7 @@ fn the_manifest_declares_exactly_the_contracts_variables() {
             "admin-expire" => vec![Endpoint::Expire],
             "admin-settle" => vec![Endpoint::Settle],
             "admin-reconcile" => vec![Endpoint::Reconcile],
+            "admin-purge" => vec![Endpoint::Purge],
             "demo" => vec![Endpoint::DemoSignIn, Endpoint::DemoPayment],
             other => panic!("unexpected component {other}"),
         };
@@ -293,6 +294,7 @@ async fn every_endpoint_is_routed_to_its_component() {
         ("POST", "/v1/admin/expire".to_string(), "unauthorized"),
         ("POST", "/v1/admin/settle".to_string(), "unauthorized"),
         ("GET", "/v1/admin/reconcile".to_string(), "unauthorized"),
+        ("POST", "/v1/admin/purge".to_string(), "unauthorized"),
     ] {
         let reply = client.send(method, &path, &[], "{}").await.unwrap();
         assert_eq!(reply.code().as_deref(), Some(code), "{method} {path}");
