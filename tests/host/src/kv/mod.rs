@@ -132,13 +132,27 @@ impl Default for Table {
     }
 }
 
-/// label → key → entry. Nested so lookups borrow `&str` and allocate nothing.
+/// Tables per label, each key's chosen by its hash. A hash map grows in one
+/// step, moving every entry under the store's one lock: in the memory soak's
+/// profile that step (`reserve_rehash`) stalled the whole store for seconds
+/// once a label held millions of keys. Split, each step moves a 64th.
+const SHARDS: usize = 64;
+
+/// Which of a label's tables holds `key`: a fixed hasher of its own, so the
+/// shard says nothing about where the key lands inside its (randomly seeded) table.
+fn shard(key: &str) -> usize {
+    use std::hash::BuildHasher;
+    const SHARD_HASHER: foldhash::fast::FixedState = foldhash::fast::FixedState::with_seed(0x5e7_5ba2d);
+    (SHARD_HASHER.hash_one(key) % SHARDS as u64) as usize
+}
+
+/// label → shard → key → entry. Nested so lookups borrow `&str` and allocate nothing.
 /// In memory the map is the store. Durable, it is a cache of the SQLite
 /// table: entries not yet on disk stay, the others are evicted least
 /// recently used first once `budget` bytes are cached, and a miss reads the
 /// row back (caching what it found, absence too).
 struct State {
-    tables: Map<Table>,
+    tables: Map<Vec<Table>>,
     next_seq: u64,
     /// The latest write (read-backs take sequence numbers too, but nothing
     /// waits for them): what `flush` waits for.
@@ -156,10 +170,10 @@ impl State {
 
     /// The key's entry, read back from disk on a miss (`None`: absent, in memory).
     fn entry(&mut self, label: &str, key: &str, durable: u64) -> Result<Option<&Entry>, KvError> {
-        if self.disk.is_some() && !self.tables.get(label).is_some_and(|t| t.entries.contains_key(key)) {
+        if self.disk.is_some() && !self.table(label, key).is_some_and(|t| t.entries.contains_key(key)) {
             self.read_back(label, key, durable)?;
         }
-        Ok(self.tables.get_mut(label).and_then(|t| t.entries.get(key)))
+        Ok(self.table_mut(label, key).and_then(|t| t.entries.get(key)))
     }
 
     fn read_back(&mut self, label: &str, key: &str, durable: u64) -> Result<(), KvError> {
@@ -174,14 +188,17 @@ impl State {
     /// Caches `entry` (most recently used), evicting first if over budget.
     fn put(&mut self, label: &str, key: &str, entry: Entry, durable: u64) {
         let size = entry_size(key, &entry.value);
-        let old = self.tables.get_mut(label).and_then(|t| t.entries.get_mut(key)).map(|e| entry_size(key, &e.value));
+        let old = self.table_mut(label, key).and_then(|t| t.entries.get_mut(key)).map(|e| entry_size(key, &e.value));
         if self.bytes + size > self.budget.saturating_add(old.unwrap_or(0)) {
             self.evict(size.saturating_sub(old.unwrap_or(0)), durable);
         }
-        let table = match self.tables.get_mut(label) {
-            Some(table) => table,
-            None => self.tables.entry(label.to_owned()).or_default(),
+        let shards = match self.tables.get_mut(label) {
+            Some(shards) => shards,
+            None => {
+                self.tables.entry(label.to_owned()).or_insert_with(|| (0..SHARDS).map(|_| Table::default()).collect())
+            }
         };
+        let table = &mut shards[shard(key)];
         match (table.entries.get_mut(key), old) {
             (Some(slot), Some(old)) => {
                 *slot = entry;
@@ -196,8 +213,16 @@ impl State {
         }
     }
 
+    fn table(&self, label: &str, key: &str) -> Option<&Table> {
+        self.tables.get(label).map(|shards| &shards[shard(key)])
+    }
+
+    fn table_mut(&mut self, label: &str, key: &str) -> Option<&mut Table> {
+        self.tables.get_mut(label).map(|shards| &mut shards[shard(key)])
+    }
+
     fn remove(&mut self, label: &str, key: &str) {
-        if let Some(table) = self.tables.get_mut(label)
+        if let Some(table) = self.table_mut(label, key)
             && let Some(entry) = table.entries.remove(key)
         {
             let size = entry_size(key, &entry.value);
@@ -207,12 +232,12 @@ impl State {
     }
 
     /// Evicts least recently used entries until `room` more bytes fit, from
-    /// the largest label first. Entries not yet durable (`ticket > durable`)
+    /// the largest table first. Entries not yet durable (`ticket > durable`)
     /// are kept (moved to the back): the disk does not have them yet.
     fn evict(&mut self, room: usize, durable: u64) {
         let mut kept = 0;
         while self.bytes + room > self.budget && kept < 64 {
-            let Some(table) = self.tables.values_mut().max_by_key(|t| t.bytes) else { return };
+            let Some(table) = self.tables.values_mut().flatten().max_by_key(|t| t.bytes) else { return };
             let Some((key, entry)) = table.entries.remove_lru() else { return };
             if entry.ticket > durable {
                 table.entries.insert(key, entry);
@@ -500,7 +525,7 @@ impl Kv {
             None => std::collections::BTreeSet::new(),
         };
         let mut newest = 0;
-        for (key, entry) in state.tables.get(label).into_iter().flat_map(|t| t.entries.iter()) {
+        for (key, entry) in state.tables.get(label).into_iter().flatten().flat_map(|t| t.entries.iter()) {
             newest = newest.max(entry.ticket);
             if entry.present() {
                 keys.insert(key.clone());
@@ -666,6 +691,27 @@ mod tests {
         // Nothing was written: no new sequence number, no new key.
         assert_eq!(kv.state.lock().unwrap().next_seq, written.0 + 1);
         assert_eq!(kv.list_keys("default").unwrap().0, vec!["n".to_string()]);
+    }
+
+    #[test]
+    fn a_labels_keys_spread_over_its_shards_and_all_read_back() {
+        let kv = Kv::in_memory();
+        let keys: Vec<String> = (0..6_400).map(|i| format!("s1/db_12.t_3_07/p/{i:027}")).collect();
+        for key in &keys {
+            kv.set("default", key, key.as_bytes().to_vec()).unwrap();
+        }
+        let sizes: Vec<usize> = kv.state.lock().unwrap().tables["default"].iter().map(|t| t.entries.len()).collect();
+        assert_eq!(sizes.len(), SHARDS);
+        // 100 keys a shard on average: none is far off, so none resizes alone with most of the label.
+        assert!(sizes.iter().all(|&n| (50..200).contains(&n)), "{sizes:?}");
+        for key in &keys {
+            assert_eq!(kv.get("default", key).unwrap().0.as_deref(), Some(key.as_bytes()));
+        }
+        let mut listed = kv.list_keys("default").unwrap().0;
+        listed.sort();
+        let mut expected = keys.clone();
+        expected.sort();
+        assert_eq!(listed, expected);
     }
 
     #[test]
