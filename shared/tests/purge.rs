@@ -79,6 +79,13 @@ fn a_closed_day_past_the_retention_loses_its_packets_and_keeps_its_report() {
     assert!(matches!(&early, Err(Error::InvalidArgument(m)) if m.contains("31 days")), "{early:?}");
     assert_eq!(at(PURGEABLE.plus_seconds(-1)).newest_purgeable_day(), day.minus_days(1));
 
+    // Before the purge: a grab of a packet this old is expired and writes nothing.
+    let quiet = keys_of(&store);
+    for id in &ids {
+        assert_eq!(at(PURGEABLE).grab(id, "u9").unwrap_err(), Error::Expired, "{id}");
+    }
+    assert_eq!(keys_of(&store), quiet);
+
     let before = keys_of(&store);
     let doomed: BTreeSet<String> = before.iter().filter(|k| keys::of_day(k, day)).cloned().collect();
     assert!(doomed.len() > 100, "the cursor packet's shares alone are 120 keys: {}", doomed.len());
@@ -100,8 +107,10 @@ fn a_closed_day_past_the_retention_loses_its_packets_and_keeps_its_report() {
     }
     assert_eq!(keys_of(&store), quiet, "a grab or query of a purged packet writes nothing");
 
-    // Again: nothing left to delete, the same report.
-    let again = at(PURGEABLE.plus_seconds(DAY)).purge(day).unwrap();
+    // Again, even after the retention was raised: nothing left to delete, the same report.
+    let mut longer = config.clone();
+    longer.retention_days = 90;
+    let again = Service::new(&store, &longer, env(PURGEABLE.plus_seconds(DAY), 3)).purge(day).unwrap();
     assert_eq!((again.deleted_keys, again.report), (0, purged.report));
     assert!(at(PURGEABLE).sent("alice", day).unwrap().items.is_empty(), "sent lists go with their packets");
 }
@@ -203,4 +212,13 @@ fn concurrent_purges_and_reconciles_agree_on_the_day() {
         assert_eq!(svc(store, config, PURGEABLE).purge(day).unwrap().deleted_keys, left.len() as u64);
         assert!(keys_of(store).iter().all(|k| !keys::of_day(k, day)), "round {round}");
     }
+}
+
+#[test]
+fn a_report_kept_before_a_field_existed_still_reads() {
+    let (store, config) = (memory(), config());
+    let day = T0.day();
+    store.set(&keys::kept_report(day), br#"{"day":"2026-11-22","packets":2,"total_fen":300,"purged":true}"#).unwrap();
+    let kept = svc(&store, &config, PURGEABLE).reconcile(day).unwrap();
+    assert_eq!((kept.packets, kept.total_fen, kept.unfinished, kept.purged), (2, 300, 0, true));
 }

@@ -184,9 +184,9 @@ impl<S: Store> Service<'_, S> {
     /// shed with 429 and nothing else happens. Time-windowed keys cannot leak
     /// capacity when a function dies.
     fn admit(&self, id: &PacketId, user: &str) -> Result<(), Error> {
-        if id.day() < self.env.now.day().minus_days(HOT_DAYS) {
-            // No money moves in a packet this old: nothing to protect, and
-            // counting would write keys into a day the purge may have emptied.
+        if self.is_cold(id) {
+            // Nothing to protect, and counting would write keys into a day
+            // the purge may have emptied.
             return Ok(());
         }
         let user_window = self.env.now.0.div_euclid(USER_WINDOW_SECONDS);
@@ -206,11 +206,21 @@ impl<S: Store> Service<'_, S> {
         Ok(())
     }
 
+    /// A packet created before the days the sweeps look back: its money has
+    /// long stopped moving, and the purge may be deleting its keys.
+    fn is_cold(&self, id: &PacketId) -> bool {
+        id.day() < self.env.now.day().minus_days(HOT_DAYS)
+    }
+
     /// Grab (抢): the cheap qualification check. One counter increment and one
     /// read; no money moves. Hands out a signed ticket for open.
     pub fn grab(&mut self, id: &PacketId, user: &str) -> Result<GrabView, Error> {
         self.admit(id, user)?;
         let packet = self.load(id)?;
+        if self.is_cold(id) {
+            // Expired long ago; reading its shares could race their purge.
+            return Err(Error::Expired);
+        }
         let remaining_count = match packet.strategy {
             Strategy::Cas => state::grab(&packet, user, self.env.now)?,
             Strategy::Cursor => self.cursor_grab(id, &packet.facts().ok_or(Error::NotSent)?, packet.status, user)?,

@@ -26,7 +26,9 @@ impl<S: Store> Service<'_, S> {
     /// reconcile clean; else 409 `day_not_closed` and nothing is deleted.
     ///
     /// Store calls, and what a crash after each leaves:
-    /// 1. `get` the kept report: present when an earlier purge got past 3.
+    /// 1. `get` the kept report: present when an earlier purge got past 3
+    ///    (then the retention is not checked again: a raised one must not
+    ///    strand a half-purged day).
     /// 2. Reconcile's reads, then `get` the kept report again: a concurrent
     ///    purge may have kept it and begun deleting what step 2 read, so
     ///    that one is the answer, whatever step 2 found.
@@ -40,16 +42,19 @@ impl<S: Store> Service<'_, S> {
     /// `HOT_DAYS` (never more than the retention), tickets of such packets
     /// have long expired, and grab counts no admission for them.
     pub fn purge(&mut self, day: Day) -> Result<PurgeReport, Error> {
-        let newest = self.newest_purgeable_day();
-        if day > newest {
-            return Err(Error::InvalidArgument(format!(
-                "day: packets are kept for {} days, so {newest} is the newest day that may be purged",
-                self.config.retention_days
-            )));
-        }
         let report = match self.kept_report(day)? {
+            // Begun already: finish it, whatever the retention says now.
             Some(kept) => kept,
-            None => self.keep_report(day)?,
+            None => {
+                let newest = self.newest_purgeable_day();
+                if day > newest {
+                    return Err(Error::InvalidArgument(format!(
+                        "day: packets are kept for {} days, so {newest} is the newest day that may be purged",
+                        self.config.retention_days
+                    )));
+                }
+                self.keep_report(day)?
+            }
         };
         // A set: a Redis SCAN may list a key twice.
         let doomed: BTreeSet<String> = self.store.list_keys()?.into_iter().filter(|k| keys::of_day(k, day)).collect();

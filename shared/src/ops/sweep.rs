@@ -57,7 +57,9 @@ pub struct Mismatch {
     pub reason: String,
 }
 
+/// Kept reports are decoded years later: a field added since defaults.
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq, Clone)]
+#[serde(default)]
 pub struct ReconcileReport {
     pub day: String,
     pub packets: u64,
