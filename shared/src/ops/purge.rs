@@ -58,8 +58,7 @@ impl<S: Store> Service<'_, S> {
         };
         // A set: a Redis SCAN may list a key twice.
         let doomed: BTreeSet<String> = self.store.list_keys()?.into_iter().filter(|k| keys::of_day(k, day)).collect();
-        let (records, rest): (Vec<&String>, Vec<&String>) =
-            doomed.iter().partition(|key| key.split('/').nth(2) == Some("p"));
+        let (records, rest): (Vec<&String>, Vec<&String>) = doomed.iter().partition(|key| keys::is_packet_record(key));
         for key in records.into_iter().chain(rest) {
             self.store.delete(key)?;
         }
