@@ -139,16 +139,21 @@ pub fn parse_open(body: &[u8]) -> Result<String, Error> {
 
 /// The `day` query parameter (`YYYY-MM-DD`), today (UTC) when absent.
 pub fn parse_day(query: Option<&str>, default: Day) -> Result<Day, Error> {
-    let day = query
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == "day")
-        .map(|(_, v)| v);
-    match day {
-        None | Some("") => Ok(default),
-        Some(text) => Day::parse_iso(text).ok_or_else(|| invalid("day", "must be a date YYYY-MM-DD")),
+    Ok(day_param(query)?.unwrap_or(default))
+}
+
+/// The query's `day` parameter, if given (`day=YYYY-MM-DD`).
+pub fn day_param(query: Option<&str>) -> Result<Option<Day>, Error> {
+    match query_param(query, "day") {
+        None | Some("") => Ok(None),
+        Some(text) => Day::parse_iso(text).map(Some).ok_or_else(|| invalid("day", "must be a date YYYY-MM-DD")),
     }
+}
+
+/// The value of the query parameter `name`, undecoded (hongbao's own
+/// parameters are URL-safe).
+pub fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query.unwrap_or("").split('&').filter_map(|pair| pair.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
 }
 
 #[cfg(test)]

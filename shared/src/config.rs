@@ -88,6 +88,11 @@ pub const MAX_TTL_SECONDS: i64 = 14 * 86_400;
 /// deletes a day the sweeps may still visit.
 pub const HOT_DAYS: i64 = 31;
 
+/// Keys one purge call lists before it answers with a cursor to go on
+/// from: a bound on one request's work and memory, however big the store
+/// (on stores that page; Spin's answer in one page).
+pub const KEYS_LISTED_PER_CALL: usize = 20_000;
+
 /// The secret variables, each needed only by some endpoints (see
 /// `http::secrets`): spin.toml hands a component only the ones it uses.
 pub fn secrets() -> impl Iterator<Item = &'static str> {
@@ -113,6 +118,9 @@ pub struct Config {
     pub demo_mode: bool,
     /// Days a day's packets are kept before the purge may delete them.
     pub retention_days: i64,
+    /// Keys one purge call lists before it answers a cursor: not a
+    /// variable (`KEYS_LISTED_PER_CALL`), but tests make it small.
+    pub purge_keys_per_call: usize,
 }
 
 /// The `kv_layout` variable: which store label a key lives in.
@@ -230,6 +238,7 @@ impl Config {
             kv_batch_reads: flag("kv_batch_reads", value("kv_batch_reads")?)?,
             demo_mode: flag("demo_mode", value("demo_mode")?)?,
             retention_days: number("retention_days", value("retention_days")?, HOT_DAYS, 36_500)?,
+            purge_keys_per_call: KEYS_LISTED_PER_CALL,
             kv_layout: {
                 let text = value("kv_layout")?;
                 KvLayout::parse(text.trim())

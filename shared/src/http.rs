@@ -297,9 +297,10 @@ fn handle<const ENDPOINTS: u32, S: Store>(
         }
         Endpoint::Purge if owns::<ENDPOINTS>(Endpoint::Purge) => {
             admin()?;
-            // Without a day, the newest one past the retention (a daily cron's call).
-            let day = api::parse_day(req.query, svc.newest_purgeable_day())?;
-            Response::json(200, &svc.purge(day)?)
+            // Without a day, the newest one past the retention (a daily
+            // cron's call); the cron goes on with each answer's cursor.
+            let cursor = api::query_param(req.query, "cursor").filter(|c| !c.is_empty());
+            Response::json(200, &svc.purge(api::day_param(req.query)?, cursor)?)
         }
         Endpoint::DemoSignIn if owns::<ENDPOINTS>(Endpoint::DemoSignIn) => {
             let user = api::parse_demo_sign_in(req.body)?;

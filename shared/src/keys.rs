@@ -164,11 +164,6 @@ pub fn of_day(key: &str, day: Day) -> bool {
     }
 }
 
-/// Whether `key` is a packet record (`packet`): the purge deletes those first.
-pub fn is_packet_record(key: &str) -> bool {
-    set_of(key).is_some() && key.split('/').nth(2) == Some("p")
-}
-
 /// Hex of the first 16 bytes of SHA-256: client text made key-safe.
 fn short_hash(text: &str) -> String {
     hex::encode(&Sha256::digest(text.as_bytes())[..16])
@@ -383,7 +378,6 @@ mod tests {
             };
             for key in of(&id) {
                 assert!(of_day(&key, day), "{key}");
-                assert_eq!(is_packet_record(&key), key == packet(&id), "{key}");
                 assert!(!of_day(&key, next_month), "{key}");
             }
             for key in of(&later) {

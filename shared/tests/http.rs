@@ -338,11 +338,28 @@ fn the_purge_answers_by_the_day_and_its_books() {
     seen.expect("unsettled", admin(Some(query), month_later).send(&store, Ok(&config)), 409, Some("day_not_closed"));
     seen.expect("settle", sweep("/v1/admin/settle").send(&store, Ok(&config)), 200, None);
 
-    let purged = seen.expect("purge", admin(Some(query), month_later).send(&store, Ok(&config)), 200, None);
+    // In batches of 5 keys listed: the caller goes on with each cursor.
+    let mut small = config.clone();
+    small.purge_keys_per_call = 5;
+    let mut purged = seen.expect("purge", admin(Some(query), month_later).send(&store, Ok(&small)), 200, None);
+    let (mut calls, mut deleted) = (1, purged["deleted_keys"].as_u64().unwrap());
+    while let Some(cursor) = purged["next_cursor"].as_str() {
+        let go_on = format!("cursor={cursor}");
+        let mut call = Call::new("POST", "/v1/admin/purge").at(month_later);
+        (call.query, call.authorization) = (Some(go_on.as_str()), Some("Bearer test-admin-token".into()));
+        purged = seen.expect("purge, going on", call.send(&store, Ok(&small)), 200, None);
+        (calls, deleted) = (calls + 1, deleted + purged["deleted_keys"].as_u64().unwrap());
+    }
+    assert!(calls > 3 && deleted > 5, "{calls} calls deleted {deleted} keys");
     assert_eq!(purged["day"], day.as_str());
-    assert!(purged["deleted_keys"].as_u64().unwrap() > 5, "{purged}");
     assert_eq!((purged["report"]["packets"].as_u64(), purged["report"]["total_fen"].as_u64()), (Some(1), Some(300)));
     assert_eq!(purged["report"]["purged"], true);
+    seen.expect(
+        "bad cursor",
+        admin(Some("cursor=xyz"), month_later).send(&store, Ok(&config)),
+        422,
+        Some("invalid_argument"),
+    );
     let query_packet = Call::new("GET", format!("/v1/packets/{id}")).at(month_later).user("sender");
     seen.expect("purged packet", query_packet.send(&store, Ok(&config)), 404, Some("not_found"));
 

@@ -7,10 +7,11 @@ mod common;
 
 use common::*;
 use hongbao::alloc::Kind;
-use hongbao::ops::ReconcileReport;
+use hongbao::ops::{PurgeReport, ReconcileReport};
+use hongbao::store::all_keys;
 use hongbao::store::faulty::{Faults, FaultyStore};
 use hongbao::store::memory::MemoryStore;
-use hongbao::{Config, Error, PacketId, Service, Store, Timestamp, keys};
+use hongbao::{Config, Day, Error, PacketId, Service, Store, Timestamp, keys};
 use std::collections::BTreeSet;
 
 /// The first moment T0's day may be purged: the start of the 32nd day after it.
@@ -43,8 +44,39 @@ fn a_day(store: &MemoryStore, config: &Config, settle: bool) -> Vec<PacketId> {
     ids
 }
 
+/// Purge configuration: small batches, so every purge goes on by cursor.
+fn config() -> Config {
+    let mut config = common::config();
+    config.purge_keys_per_call = 100;
+    config
+}
+
+/// A purge driven to the end as a cron drives it, from `cursor` on: the
+/// last answer, with the keys deleted by all calls; `calls` counts them.
+fn purge_from(
+    s: &mut Service<'_, impl Store>,
+    day: Day,
+    mut cursor: Option<String>,
+    calls: &mut u32,
+) -> Result<PurgeReport, Error> {
+    let mut deleted_keys = 0;
+    loop {
+        let answer = s.purge(Some(day), cursor.as_deref())?;
+        *calls += 1;
+        deleted_keys += answer.deleted_keys;
+        match &answer.next_cursor {
+            Some(next) => cursor = Some(next.clone()),
+            None => return Ok(PurgeReport { deleted_keys, ..answer }),
+        }
+    }
+}
+
+fn purge(mut s: Service<'_, impl Store>, day: Day) -> Result<PurgeReport, Error> {
+    purge_from(&mut s, day, None, &mut 0)
+}
+
 fn keys_of(store: &impl Store) -> BTreeSet<String> {
-    store.list_keys().unwrap().into_iter().collect()
+    all_keys(store).unwrap().into_iter().collect()
 }
 
 /// What users see of their history: wallets, and the day's received lists.
@@ -75,7 +107,7 @@ fn a_closed_day_past_the_retention_loses_its_packets_and_keeps_its_report() {
     let history = histories(&store, &config);
 
     // A day inside the retention is kept, whatever the request says.
-    let early = at(PURGEABLE.plus_seconds(-1)).purge(day);
+    let early = purge(at(PURGEABLE.plus_seconds(-1)), day);
     assert!(matches!(&early, Err(Error::InvalidArgument(m)) if m.contains("31 days")), "{early:?}");
     assert_eq!(at(PURGEABLE.plus_seconds(-1)).newest_purgeable_day(), day.minus_days(1));
 
@@ -89,7 +121,9 @@ fn a_closed_day_past_the_retention_loses_its_packets_and_keeps_its_report() {
     let before = keys_of(&store);
     let doomed: BTreeSet<String> = before.iter().filter(|k| keys::of_day(k, day)).cloned().collect();
     assert!(doomed.len() > 100, "the cursor packet's shares alone are 120 keys: {}", doomed.len());
-    let purged = at(PURGEABLE).purge(day).unwrap();
+    let mut calls = 0;
+    let purged = purge_from(&mut at(PURGEABLE), day, None, &mut calls).unwrap();
+    assert!(calls > 3, "{} keys in batches of 100 take several calls: {calls}", before.len());
     assert_eq!(purged.deleted_keys, doomed.len() as u64);
     assert_eq!(purged.report, as_kept(report.clone()));
     let after = keys_of(&store);
@@ -110,7 +144,7 @@ fn a_closed_day_past_the_retention_loses_its_packets_and_keeps_its_report() {
     // Again, even after the retention was raised: nothing left to delete, the same report.
     let mut longer = config.clone();
     longer.retention_days = 90;
-    let again = Service::new(&store, &longer, env(PURGEABLE.plus_seconds(DAY), 3)).purge(day).unwrap();
+    let again = purge(Service::new(&store, &longer, env(PURGEABLE.plus_seconds(DAY), 3)), day).unwrap();
     assert_eq!((again.deleted_keys, again.report), (0, purged.report));
     assert!(at(PURGEABLE).sent("alice", day).unwrap().items.is_empty(), "sent lists go with their packets");
 }
@@ -123,14 +157,14 @@ fn a_day_whose_money_still_moves_is_refused_and_keeps_every_key() {
     // them: read once before, the refusal must write nothing.)
     svc(&store, &config, PURGEABLE).reconcile(T0.day()).unwrap();
     let before = keys_of(&store);
-    let refused = svc(&store, &config, PURGEABLE).purge(T0.day());
+    let refused = purge(svc(&store, &config, PURGEABLE), T0.day());
     assert!(matches!(&refused, Err(Error::DayNotClosed(m)) if m.contains("3 unfinished")), "{refused:?}");
     assert_eq!(refused.unwrap_err().status(), 409);
     assert_eq!(keys_of(&store), before);
     // Settled (by a sweep that still looks back that far), it goes.
     let settled_late = svc(&store, &config, T0.plus_seconds(3 * DAY)).settle().unwrap();
     assert!(settled_late.credited > 0);
-    assert!(svc(&store, &config, PURGEABLE).purge(T0.day()).is_ok());
+    assert!(purge(svc(&store, &config, PURGEABLE), T0.day()).is_ok());
 }
 
 #[test]
@@ -140,27 +174,69 @@ fn a_purge_that_dies_before_any_store_call_is_finished_by_the_next() {
     let clean = memory();
     a_day(&clean, &config, true);
     let counting = FaultyStore::new(&clean, Faults::default());
-    Service::new(&counting, &config, env(PURGEABLE, 1)).purge(day).unwrap();
+    purge(Service::new(&counting, &config, env(PURGEABLE, 1)), day).unwrap();
     let calls = counting.calls();
     assert!(calls > 100, "{calls}");
 
     for crash_at in 1..=calls {
         // (Each world splits its packets its own way: compare within it.)
         let store = memory();
-        a_day(&store, &config, true);
+        let ids = a_day(&store, &config, true);
         let report = svc(&store, &config, PURGEABLE).reconcile(day).unwrap();
         let purged: BTreeSet<String> = keys_of(&store).into_iter().filter(|k| !keys::of_day(k, day)).collect();
         let dying = FaultyStore::new(&store, Faults { crash_at: Some(crash_at), ..Faults::default() });
-        assert!(Service::new(&dying, &config, env(PURGEABLE, 1)).purge(day).is_err());
-        // Meanwhile reconcile tells the whole day or the kept report.
+        // The cron's calls, each going on from the last answer's cursor.
+        let mut cursor = None;
+        let mut dying_purge = Service::new(&dying, &config, env(PURGEABLE, 1));
+        loop {
+            match dying_purge.purge(Some(day), cursor.as_deref()) {
+                Ok(answer) if answer.next_cursor.is_some() => cursor = answer.next_cursor,
+                // (This world had fewer keys than the counted one.)
+                Ok(_) => break,
+                Err(e) => {
+                    assert!(matches!(e, Error::Unavailable(_)), "crash at {crash_at}: {e:?}");
+                    break;
+                }
+            }
+        }
+        // Meanwhile reconcile tells the whole day or the kept report, and a
+        // query a whole packet or none.
         let seen = svc(&store, &config, PURGEABLE).reconcile(day).unwrap();
         assert!(seen == report || seen == as_kept(report.clone()), "crash at {crash_at}: {seen:?}");
-        let rerun = svc(&store, &config, PURGEABLE).purge(day).unwrap();
+        for id in &ids {
+            let queried = svc(&store, &config, PURGEABLE).query(id, "alice");
+            assert!(matches!(queried, Ok(_) | Err(Error::NotFound)), "crash at {crash_at}: {id} {queried:?}");
+        }
+        // The cron retries its failed call (or, every other time, starts over).
+        let retry = if crash_at % 2 == 0 { cursor } else { None };
+        let rerun = purge_from(&mut svc(&store, &config, PURGEABLE), day, retry, &mut 0).unwrap();
         assert_eq!(rerun.report, as_kept(report.clone()), "crash at {crash_at}");
         let left = keys_of(&store);
         assert_eq!(left.len(), purged.len() + 1, "crash at {crash_at}");
         assert!(left.contains(&keys::kept_report(day)) && purged.is_subset(&left), "crash at {crash_at}");
     }
+}
+
+#[test]
+fn a_cursor_goes_on_with_its_own_begun_purge_only() {
+    let (store, config) = (memory(), config());
+    let day = T0.day();
+    a_day(&store, &config, true);
+    let at = || svc(&store, &config, PURGEABLE);
+    let invalid =
+        |r: Result<PurgeReport, Error>| matches!(r, Err(Error::InvalidArgument(m)) if m.starts_with("cursor"));
+    assert!(invalid(at().purge(None, Some("zz"))), "not hex");
+    assert!(invalid(at().purge(None, Some(&hex::encode("20261322.x")))), "no such day");
+    assert!(invalid(at().purge(None, Some(&hex::encode("20261122")))), "no store cursor");
+    // A cursor of a day whose purge has not begun, or for another day.
+    assert!(invalid(at().purge(None, Some(&hex::encode(format!("{}.x", day.compact()))))));
+    let first = at().purge(Some(day), None).unwrap();
+    let next = first.next_cursor.expect("more than one batch");
+    assert!(invalid(at().purge(Some(day.minus_days(1)), Some(&next))));
+    assert!(next.bytes().all(|b| b.is_ascii_hexdigit()), "URL-safe: {next}");
+    // Without a day, the cursor names it.
+    let second = at().purge(None, Some(&next)).unwrap();
+    assert_eq!((second.day.as_str(), second.report), (first.day.as_str(), first.report));
 }
 
 #[test]
@@ -175,7 +251,7 @@ fn concurrent_purges_and_reconciles_agree_on_the_day() {
         let (store, config) = (&store, &config);
         let answers = std::thread::scope(|scope| {
             let purges: Vec<_> = (0..2)
-                .map(|n| scope.spawn(move || Service::new(store, config, sleeping_env(PURGEABLE, n)).purge(day)))
+                .map(|n| scope.spawn(move || purge(Service::new(store, config, sleeping_env(PURGEABLE, n)), day)))
                 .collect();
             let reconciles: Vec<_> = (0..2)
                 .map(|n| {
@@ -209,7 +285,7 @@ fn concurrent_purges_and_reconciles_agree_on_the_day() {
         // deletes those, and nothing else is left.
         let left: Vec<String> = keys_of(store).into_iter().filter(|k| keys::of_day(k, day)).collect();
         assert!(left.iter().all(|k| k.ends_with("/len") && store.increment(k, 0) == Ok(0)), "round {round}: {left:?}");
-        assert_eq!(svc(store, config, PURGEABLE).purge(day).unwrap().deleted_keys, left.len() as u64);
+        assert_eq!(purge(svc(store, config, PURGEABLE), day).unwrap().deleted_keys, left.len() as u64);
         assert!(keys_of(store).iter().all(|k| !keys::of_day(k, day)), "round {round}");
     }
 }

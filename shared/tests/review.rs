@@ -11,7 +11,7 @@ use hongbao::http::{self, Endpoint, Request};
 use hongbao::record::Status;
 use hongbao::store::faulty::{Faults, FaultyStore};
 use hongbao::store::memory::MemoryStore;
-use hongbao::store::{Store, StoreError, SwapError};
+use hongbao::store::{KeyPage, Store, StoreError, SwapError};
 use hongbao::{Config, Env, Error, PacketId, Timestamp, keys};
 use serde_json::{Value, json};
 
@@ -74,9 +74,9 @@ impl Store for DiesAt<'_> {
         self.alive()?;
         self.inner.swap(cas, value)
     }
-    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
+    fn list_keys(&self, cursor: Option<&str>) -> Result<KeyPage, StoreError> {
         self.alive()?;
-        self.inner.list_keys()
+        self.inner.list_keys(cursor)
     }
 }
 

@@ -13,7 +13,7 @@ use common::*;
 use hongbao::alloc::Kind;
 use hongbao::config::KvLayout;
 use hongbao::store::memory::MemoryStore;
-use hongbao::store::{Store, StoreError, SwapError};
+use hongbao::store::{KeyPage, Store, StoreError, SwapError};
 use hongbao::{PacketId, keys};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -86,10 +86,10 @@ impl Store for Recorder {
         self.note_write([cas.0.as_str()]);
         self.inner.swap(cas.1, value)
     }
-    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
-        let keys = self.inner.list_keys()?;
-        self.note(keys.iter().map(String::as_str));
-        Ok(keys)
+    fn list_keys(&self, cursor: Option<&str>) -> Result<KeyPage, StoreError> {
+        let page = self.inner.list_keys(cursor)?;
+        self.note(page.keys.iter().map(String::as_str));
+        Ok(page)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use hongbao::config::KvLayout;
 use hongbao::id::SETS;
-use hongbao::store::{Store, StoreError, SwapError};
+use hongbao::store::{KeyPage, Store, StoreError, SwapError};
 use spin_sdk::experimental::wasi::keyvalue::{atomics, batch, store};
 
 pub struct KvStore {
@@ -163,14 +163,28 @@ impl Store for Stores {
         swap(cas, value)
     }
 
-    /// Every label's keys, each key once: from the label the layout puts it
-    /// in (labels on one Redis server each list the server's every key).
-    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
-        let mut keys = Vec::new();
-        for index in 0..self.layout.labels().len() {
-            keys.extend(self.at(index)?.list_keys()?.into_iter().filter(|key| self.index(key) == index));
-        }
-        Ok(keys)
+    /// Label after label in layout order, one page of one label per call:
+    /// the cursor is the label's index and that label's own cursor
+    /// (`{index}` or `{index}:{cursor}`). Each key is kept only from the
+    /// label the layout puts it in (labels on one Redis server each list the
+    /// server's every key).
+    fn list_keys(&self, cursor: Option<&str>) -> Result<KeyPage, StoreError> {
+        let (index, inner) = match cursor {
+            None => (0, None),
+            Some(cursor) => {
+                let (index, inner) = cursor.split_once(':').map_or((cursor, None), |(i, inner)| (i, Some(inner)));
+                let index = index.parse().ok().filter(|&i| i < self.buckets.len());
+                (index.ok_or_else(|| StoreError(format!("list_keys: bad cursor {cursor}")))?, inner)
+            }
+        };
+        let page = self.at(index)?.list_keys(inner)?;
+        let keys = page.keys.into_iter().filter(|key| self.index(key) == index).collect();
+        let cursor = match page.cursor {
+            Some(next) => Some(format!("{index}:{next}")),
+            None if index + 1 < self.layout.labels().len() => Some((index + 1).to_string()),
+            None => None,
+        };
+        Ok(KeyPage { keys, cursor })
     }
 }
 
@@ -235,19 +249,10 @@ impl Store for KvStore {
         swap(cas, value)
     }
 
-    /// Page by page while the store hands out cursors (Spin's stores answer
-    /// in one page).
-    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
-        let mut keys = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = self.bucket.list_keys(cursor.as_deref()).map_err(error)?;
-            keys.extend(page.keys);
-            match page.cursor {
-                Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
-                _ => return Ok(keys),
-            }
-        }
+    /// One page, as the store cuts it (Spin's stores answer in one).
+    fn list_keys(&self, cursor: Option<&str>) -> Result<KeyPage, StoreError> {
+        let page = self.bucket.list_keys(cursor).map_err(error)?;
+        Ok(KeyPage { keys: page.keys, cursor: page.cursor })
     }
 }
 

@@ -6,7 +6,7 @@
 //! * make swaps lie: write, then report `CasFailed` (Spin 4.0.2's Redis store
 //!   does this on every swap).
 
-use super::{Store, StoreError, SwapError};
+use super::{KeyPage, Store, StoreError, SwapError};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -127,8 +127,8 @@ impl<S: Store> Store for FaultyStore<S> {
         if lie { Err(SwapError::CasFailed) } else { Ok(()) }
     }
 
-    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
+    fn list_keys(&self, cursor: Option<&str>) -> Result<KeyPage, StoreError> {
         self.enter("list_keys")?;
-        self.inner.list_keys()
+        self.inner.list_keys(cursor)
     }
 }

@@ -19,11 +19,14 @@
 //! modes on demand), none of which belongs in the domain crate; this one is
 //! a plain `Store` with call counting for native tests and the simulator.
 
-use super::{Store, StoreError, SwapError};
+use super::{KeyPage, Store, StoreError, SwapError};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Keys per `list_keys` page.
+const LIST_PAGE: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CasSemantics {
@@ -210,10 +213,16 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    /// Sorted, so a seeded simulation replays identically.
-    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
-        let mut keys: Vec<String> = self.lock()?.entries.keys().cloned().collect();
+    /// In key order, so a seeded simulation replays identically, and in
+    /// small pages (the cursor is the page's last key), so tests walk many.
+    fn list_keys(&self, cursor: Option<&str>) -> Result<KeyPage, StoreError> {
+        let inner = self.lock()?;
+        let mut keys: Vec<&String> = inner.entries.keys().filter(|k| cursor.is_none_or(|c| k.as_str() > c)).collect();
         keys.sort_unstable();
-        Ok(keys)
+        let more = keys.len() > LIST_PAGE;
+        keys.truncate(LIST_PAGE);
+        let keys: Vec<String> = keys.into_iter().cloned().collect();
+        let cursor = if more { keys.last().cloned() } else { None };
+        Ok(KeyPage { keys, cursor })
     }
 }

@@ -67,10 +67,36 @@ pub trait Store {
     fn current(&self, cas: &Self::Cas) -> Result<Option<Vec<u8>>, StoreError>;
     /// `atomics.swap`: writes `value` if the key is unchanged since `current`.
     fn swap(&self, cas: Self::Cas, value: &[u8]) -> Result<(), SwapError>;
-    /// Every key, in no particular order (`store.list-keys`). Spin's stores
-    /// answer it in one page holding the whole store, so only the purge, a
-    /// rare admin operation, calls it.
-    fn list_keys(&self) -> Result<Vec<String>, StoreError>;
+    /// One page of the store's keys, in no particular order
+    /// (`store.list-keys`): from the start without a cursor, else from where
+    /// the page that handed out `cursor` ended. A key present throughout a
+    /// walk is listed at least once; one written or deleted meanwhile may or
+    /// may not be. Spin's stores answer in one page holding the whole store,
+    /// so only the purge, a rare admin operation, calls it.
+    fn list_keys(&self, cursor: Option<&str>) -> Result<KeyPage, StoreError>;
+}
+
+/// A page of `Store::list_keys`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyPage {
+    pub keys: Vec<String>,
+    /// Where the next page starts; `None` on the last page.
+    pub cursor: Option<String>,
+}
+
+/// Every key of the store, page by page (tests and the simulator read a
+/// whole store with it; the purge walks page by page itself).
+pub fn all_keys(store: &impl Store) -> Result<Vec<String>, StoreError> {
+    let mut keys = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.list_keys(cursor.as_deref())?;
+        keys.extend(page.keys);
+        match page.cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(keys),
+        }
+    }
 }
 
 /// Keys per `get_many` call: a bound on one call's request and answer
@@ -160,7 +186,7 @@ impl<S: Store + ?Sized> Store for &S {
     fn swap(&self, cas: Self::Cas, value: &[u8]) -> Result<(), SwapError> {
         (**self).swap(cas, value)
     }
-    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
-        (**self).list_keys()
+    fn list_keys(&self, cursor: Option<&str>) -> Result<KeyPage, StoreError> {
+        (**self).list_keys(cursor)
     }
 }

@@ -28,7 +28,7 @@ use hongbao::http::{self, Endpoint, Request, Response};
 use hongbao::keys;
 use hongbao::record::{Packet, Share, Strategy};
 use hongbao::store::memory::{CasSemantics, MemoryCas, MemoryStore};
-use hongbao::store::{Store, StoreError, SwapError};
+use hongbao::store::{KeyPage, Store, StoreError, SwapError, all_keys};
 use hongbao::time::Day;
 use hongbao::{Config, Env, PacketId, Timestamp};
 use serde_json::{Value, json};
@@ -579,9 +579,9 @@ impl Store for SimStore<'_> {
         }
     }
 
-    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
-        self.enter("list_keys", "-")?;
-        self.inner.list_keys()
+    fn list_keys(&self, cursor: Option<&str>) -> Result<KeyPage, StoreError> {
+        self.enter("list_keys", cursor.unwrap_or("-"))?;
+        self.inner.list_keys(cursor)
     }
 }
 
@@ -1815,7 +1815,7 @@ impl<'a> World<'a> {
                 return Err(violation("purge_lost_report", format!("{day}: {after}, reconciled {kept}")));
             }
             let left: Vec<String> =
-                self.store.list_keys().unwrap_or_default().into_iter().filter(|k| keys::of_day(k, day)).collect();
+                all_keys(self.store).unwrap_or_default().into_iter().filter(|k| keys::of_day(k, day)).collect();
             if !left.is_empty() {
                 return Err(violation("purge_left_keys", format!("{day}: {left:?}")));
             }

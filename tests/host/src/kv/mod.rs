@@ -251,6 +251,16 @@ impl State {
     }
 }
 
+/// Keys per `list_keys` page, in every backend.
+pub const LIST_PAGE: usize = 1000;
+
+/// A page of keys and where the next one starts (`None`: this was the last).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    pub keys: Vec<String>,
+    pub cursor: Option<String>,
+}
+
 /// Keys with their values (`None`: absent), as a batch read returns them.
 pub type KeyValues = Vec<(String, Option<Vec<u8>>)>;
 
@@ -515,25 +525,44 @@ impl Kv {
         })
     }
 
-    /// Every key of `label`, sorted: the disk's, as the cache amends them.
-    pub fn list_keys(&self, label: &str) -> Result<(Vec<String>, Ticket), KvError> {
+    /// One page of `label`'s keys in key order, after `after` (the last key
+    /// of the page before): at most `LIST_PAGE`, with that page's last key
+    /// as the cursor while more may follow. Durable, the disk answers, once
+    /// every write made before the call is on it (so a key written or
+    /// deleted during the walk may or may not be listed, as in a Redis SCAN).
+    pub async fn list_keys(&self, label: &str, after: Option<&str>) -> Result<Page, KvError> {
+        let last = Ticket(self.state.lock().unwrap().last_written);
+        self.wait(last).await?;
+        self.keys_after(label, after)
+    }
+
+    /// `list_keys` once the disk holds every write: from it, else from the
+    /// map (every entry scanned per page: the memory store is for tests and
+    /// local use).
+    fn keys_after(&self, label: &str, after: Option<&str>) -> Result<Page, KvError> {
         self.count();
         let mut state = self.lock()?;
         let state = &mut *state;
         let mut keys = match &mut state.disk {
-            Some(disk) => disk.keys(label)?,
-            None => std::collections::BTreeSet::new(),
-        };
-        let mut newest = 0;
-        for (key, entry) in state.tables.get(label).into_iter().flatten().flat_map(|t| t.entries.iter()) {
-            newest = newest.max(entry.ticket);
-            if entry.present() {
-                keys.insert(key.clone());
-            } else {
-                keys.remove(key);
+            Some(disk) => disk.keys_after(label, after, LIST_PAGE + 1)?,
+            None => {
+                let mut keys: Vec<&String> = (state.tables.get(label).into_iter().flatten())
+                    .flat_map(|t| t.entries.iter())
+                    .filter(|(key, entry)| entry.present() && after.is_none_or(|after| key.as_str() > after))
+                    .map(|(key, _)| key)
+                    .collect();
+                if keys.len() > LIST_PAGE + 1 {
+                    keys.select_nth_unstable(LIST_PAGE);
+                    keys.truncate(LIST_PAGE + 1);
+                }
+                keys.sort_unstable();
+                keys.into_iter().cloned().collect()
             }
-        }
-        Ok((keys.into_iter().collect(), Ticket(newest)))
+        };
+        let more = keys.len() > LIST_PAGE;
+        keys.truncate(LIST_PAGE);
+        let cursor = if more { keys.last().cloned() } else { None };
+        Ok(Page { keys, cursor })
     }
 
     pub fn set(&self, label: &str, key: &str, value: Vec<u8>) -> Result<Ticket, KvError> {
@@ -690,7 +719,7 @@ mod tests {
         assert_eq!(kv.increment("default", "absent", 0).unwrap().0, 0);
         // Nothing was written: no new sequence number, no new key.
         assert_eq!(kv.state.lock().unwrap().next_seq, written.0 + 1);
-        assert_eq!(kv.list_keys("default").unwrap().0, vec!["n".to_string()]);
+        assert_eq!(kv.keys_after("default", None).unwrap().keys, ["n"]);
     }
 
     #[test]
@@ -707,11 +736,24 @@ mod tests {
         for key in &keys {
             assert_eq!(kv.get("default", key).unwrap().0.as_deref(), Some(key.as_bytes()));
         }
-        let mut listed = kv.list_keys("default").unwrap().0;
-        listed.sort();
+        // Listed in pages of LIST_PAGE, in key order, each key once.
+        let mut listed = Vec::new();
+        let mut pages = 0;
+        let mut cursor = None;
+        loop {
+            let page = kv.keys_after("default", cursor.as_deref()).unwrap();
+            assert!(page.keys.len() <= LIST_PAGE);
+            listed.extend(page.keys);
+            pages += 1;
+            match page.cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
         let mut expected = keys.clone();
         expected.sort();
         assert_eq!(listed, expected);
+        assert_eq!(pages, 7);
     }
 
     #[test]
@@ -719,6 +761,6 @@ mod tests {
         let kv = Kv::in_memory();
         kv.set("a", "k", b"1".to_vec()).unwrap();
         assert_eq!(kv.get("b", "k").unwrap().0, None);
-        assert_eq!(kv.list_keys("a").unwrap().0, vec!["k".to_string()]);
+        assert_eq!(kv.keys_after("a", None).unwrap().keys, ["k"]);
     }
 }

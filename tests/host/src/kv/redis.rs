@@ -6,7 +6,7 @@
 //! Keys and values are Spin's Redis store's own: a key is the key, with no
 //! label prefix (so labels sharing a server share its keyspace, and
 //! `list_keys` lists every label's keys there; hongbao's labels never
-//! collide, and no component lists keys); `increment` is `INCRBY` (decimal text); `set_many` is
+//! collide, and only the purge lists keys); `increment` is `INCRBY` (decimal text); `set_many` is
 //! `MSET`. So `spin up` and `hongbao-host up` can serve one dataset side by
 //! side. Unlike Spin 4.0.2's store, compare-and-set is truly atomic and says
 //! what it did: a Lua script compares the key's value with what `current()`
@@ -18,7 +18,7 @@
 //! effect is unknown, and every operation retries idempotently. Nothing is
 //! retried here, where a repeated `INCRBY` would count twice.
 
-use super::{Faults, KvError, Stats};
+use super::{Faults, KvError, LIST_PAGE, Page, Stats};
 use prometheus_client::metrics::counter::Counter;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::OnceLock;
@@ -38,9 +38,6 @@ end
 redis.call('SET', KEYS[1], ARGV[3])
 return {1, false}
 ";
-
-/// Keys per `SCAN` round trip when listing keys (`KEYS` would block the server).
-const SCAN_COUNT: usize = 1000;
 
 pub struct RedisKv {
     url: String,
@@ -170,28 +167,23 @@ impl RedisKv {
         self.query(redis::cmd("INCRBY").arg(key).arg(delta)).await
     }
 
-    /// Every key, by `SCAN` (one call for the guest, many round trips here).
-    pub async fn list_keys(&self) -> Result<Vec<String>, KvError> {
+    /// One `SCAN` page (about `LIST_PAGE` keys, maybe none, maybe one twice;
+    /// `KEYS` would block the server)
+    /// from `cursor`, and the cursor to go on from (`None`: done).
+    pub async fn list_keys(&self, cursor: Option<&str>) -> Result<Page, KvError> {
+        let at: u64 = match cursor {
+            None => 0,
+            Some(text) => text.parse().map_err(|_| KvError(format!("list_keys: bad cursor {text}")))?,
+        };
         let mut connection = self.call()?;
-        let mut keys = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(&mut connection)
-                .await
-                .map_err(|e| self.failed(e))?;
-            keys.extend(page);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        keys.sort();
-        keys.dedup();
-        Ok(keys)
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(at)
+            .arg("COUNT")
+            .arg(LIST_PAGE)
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(Page { keys, cursor: (next != 0).then(|| next.to_string()) })
     }
 
     /// Writes `value` if the key still holds `seen` (`None`: still absent).
@@ -224,6 +216,23 @@ mod tests {
     use crate::external::RedisServer;
     use std::sync::Arc;
 
+    /// Every key, page by page, sorted and each once.
+    async fn all_keys(kv: &RedisKv) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = kv.list_keys(cursor.as_deref()).await.unwrap();
+            keys.extend(page.keys);
+            match page.cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
     /// A server of our own, or `None` (after a line saying so) without one.
     fn server() -> Option<RedisServer> {
         if !RedisServer::available() {
@@ -251,10 +260,10 @@ mod tests {
         assert_eq!(kv.increment("n", 5).await.unwrap(), 5);
         assert_eq!(kv.increment("n", 0).await.unwrap(), 5);
         assert_eq!(kv.get("n").await.unwrap(), Some(b"5".to_vec()));
-        assert_eq!(kv.list_keys().await.unwrap(), ["a", "b", "c", "n"]);
+        assert_eq!(all_keys(&kv).await, ["a", "b", "c", "n"]);
         kv.delete_many(&["b".into(), "c".into()]).await.unwrap();
         kv.delete("a").await.unwrap();
-        assert_eq!(kv.list_keys().await.unwrap(), ["n"]);
+        assert_eq!(all_keys(&kv).await, ["n"]);
         assert_eq!(kv.stats.swaps.load(Ordering::Relaxed), 0);
     }
 

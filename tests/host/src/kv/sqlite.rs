@@ -17,7 +17,7 @@
 
 use super::{KvError, Mutation, Ticket};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -245,10 +245,19 @@ impl Reader {
         stmt.query_row(params![label, key], |r| r.get(0)).optional().map_err(err)
     }
 
-    pub fn keys(&mut self, label: &str) -> Result<BTreeSet<String>, KvError> {
+    /// Up to `limit` keys of `label` after `after`, in key order (a range
+    /// of the primary key's index).
+    pub fn keys_after(&mut self, label: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>, KvError> {
         let err = |e: rusqlite::Error| KvError(format!("listing {label}: {e}"));
-        let mut stmt = self.conn.prepare_cached("SELECT key FROM spin_key_value WHERE store = ?1").map_err(err)?;
-        let rows = stmt.query_map(params![label], |r| r.get(0)).map_err(err)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = match after {
+            Some(_) => self
+                .conn
+                .prepare_cached("SELECT key FROM spin_key_value WHERE store = ?1 AND key > ?2 ORDER BY key LIMIT ?3"),
+            None => self.conn.prepare_cached("SELECT key FROM spin_key_value WHERE store = ?1 ORDER BY key LIMIT ?3"),
+        }
+        .map_err(err)?;
+        let rows = stmt.query_map(params![label, after.unwrap_or(""), limit], |r| r.get(0)).map_err(err)?;
         rows.collect::<Result<_, _>>().map_err(err)
     }
 }
@@ -350,7 +359,7 @@ fn commit(conn: &mut Connection, batch: Vec<Mutation>) -> rusqlite::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Kv;
+    use super::super::{Kv, LIST_PAGE};
     use super::*;
 
     fn temp_db(name: &str) -> PathBuf {
@@ -427,6 +436,32 @@ mod tests {
         assert!((1..200).contains(&commits), "{commits} commits for 200 writes");
     }
 
+    #[tokio::test]
+    async fn keys_are_listed_from_disk_in_pages_including_writes_not_yet_on_it() {
+        let (kv, _) = small_cache("pages", 50);
+        let keys: Vec<String> = (0..2_500).map(|i| format!("k{i:05}")).collect();
+        for key in &keys {
+            kv.set("default", key, vec![1]).unwrap();
+        }
+        kv.set("other", "k00001x", vec![1]).unwrap();
+        // Deleted and written just now: the listing waits for the disk.
+        kv.delete("default", "k00007").unwrap();
+        let mut pages = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = kv.list_keys("default", cursor.as_deref()).await.unwrap();
+            cursor = page.cursor.clone();
+            pages.push(page.keys);
+            if cursor.is_none() {
+                break;
+            }
+        }
+        assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [LIST_PAGE, LIST_PAGE, 499]);
+        let listed: Vec<String> = pages.concat();
+        let expected: Vec<String> = keys.iter().filter(|k| *k != "k00007").cloned().collect();
+        assert_eq!(listed, expected, "in key order, each once, one label's");
+    }
+
     /// A durable store with room for about `entries` small entries.
     fn small_cache(name: &str, entries: usize) -> (Kv, PathBuf) {
         let path = temp_db(name);
@@ -467,9 +502,10 @@ mod tests {
         assert_eq!(kv.get("default", "k3").unwrap().0, None);
         flood(&kv, 200).await;
         assert_eq!(kv.get("default", "k3").unwrap().0, None);
-        let (keys, _) = kv.list_keys("default").unwrap();
-        assert_eq!(keys.iter().filter(|k| k.starts_with('k')).count(), 499, "disk and cache together");
-        assert!(!keys.contains(&"k3".to_string()));
+        let keys = kv.list_keys("default", None).await.unwrap();
+        assert_eq!(keys.cursor, None);
+        assert_eq!(keys.keys.iter().filter(|k| k.starts_with('k')).count(), 499, "every write, durable first");
+        assert!(!keys.keys.contains(&"k3".to_string()));
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@
 //! `appendfsync always`, on disk): its calls need no ticket.
 
 use super::redis::RedisKv;
-use super::{CasFailed, Faults, KeyValues, Kv, KvError, StatsSnapshot, Ticket};
+use super::{CasFailed, Faults, KeyValues, Kv, KvError, Page, StatsSnapshot, Ticket};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -59,10 +59,11 @@ impl Backend {
         }
     }
 
-    pub async fn list_keys(&self, label: &str) -> Result<(Vec<String>, Ticket), KvError> {
+    /// One page (the cursor is the backend's own: a key, or SCAN's number).
+    pub async fn list_keys(&self, label: &str, cursor: Option<&str>) -> Result<Page, KvError> {
         match self {
-            Backend::Local(kv) => kv.list_keys(label),
-            Backend::Redis(redis) => Ok((redis.list_keys().await?, NO_TICKET)),
+            Backend::Local(kv) => kv.list_keys(label, cursor).await,
+            Backend::Redis(redis) => redis.list_keys(cursor).await,
         }
     }
 

@@ -165,14 +165,10 @@ impl store::HostBucket for KvView<'_> {
         bucket: Resource<Bucket>,
         cursor: Option<String>,
     ) -> Result<store::KeyResponse, StoreFault> {
-        if cursor.is_some() {
-            // As in Spin: one page holds every key.
-            return Err(StoreFault::Guest(store::Error::Other("list_keys: cursor not supported".into())));
-        }
+        // Unlike Spin's stores (one page holding every key), in pages.
         let (label, kv) = self.bucket(&bucket)?;
-        let read = kv.list_keys(label).await?;
-        let keys = self.note(read);
-        Ok(store::KeyResponse { keys, cursor: None })
+        let page = kv.list_keys(label, cursor.as_deref()).await?;
+        Ok(store::KeyResponse { keys: page.keys, cursor: page.cursor })
     }
 
     async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {

@@ -300,6 +300,11 @@ impl Server {
     pub fn api(&self) -> Api {
         Api { client: Client::spread(&self.addrs) }
     }
+
+    /// The URLs of the Redis servers of `TwoHostsOnRedis` (else none).
+    pub fn redis_urls(&self) -> Vec<String> {
+        self._fleet.iter().flat_map(|fleet| fleet.servers.iter().map(RedisServer::url)).collect()
+    }
 }
 
 /// Redis servers for the per-SET layout (spin.sets.toml), durable (AOF,
