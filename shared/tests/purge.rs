@@ -226,10 +226,14 @@ fn a_cursor_goes_on_with_its_own_begun_purge_only() {
     let invalid =
         |r: Result<PurgeReport, Error>| matches!(r, Err(Error::InvalidArgument(m)) if m.starts_with("cursor"));
     assert!(invalid(at().purge(None, Some("zz"))), "not hex");
-    assert!(invalid(at().purge(None, Some(&hex::encode("20261322.x")))), "no such day");
-    assert!(invalid(at().purge(None, Some(&hex::encode("20261122")))), "no store cursor");
-    // A cursor of a day whose purge has not begun, or for another day.
-    assert!(invalid(at().purge(None, Some(&hex::encode(format!("{}.x", day.compact()))))));
+    // Made up: the right shape, but not signed with the admin token.
+    assert!(invalid(at().purge(None, Some(&hex::encode(format!("{}.0", day.compact()))))));
+    let token = config.admin_token().unwrap();
+    assert!(invalid(at().purge(None, Some(&hongbao::auth::sign_cursor("another token", "20261122.0")))));
+    assert!(invalid(at().purge(None, Some(&hongbao::auth::sign_cursor(token, "20261322.0")))), "no such day");
+    assert!(invalid(at().purge(None, Some(&hongbao::auth::sign_cursor(token, "20261122")))), "no store cursor");
+    // Signed, but for a day whose purge has not begun.
+    assert!(invalid(at().purge(None, Some(&hongbao::auth::sign_cursor(token, &format!("{}.0", day.compact()))))));
     let first = at().purge(Some(day), None).unwrap();
     let next = first.next_cursor.expect("more than one batch");
     assert!(invalid(at().purge(Some(day.minus_days(1)), Some(&next))));

@@ -173,7 +173,7 @@ impl Store for Stores {
             None => (0, None),
             Some(cursor) => {
                 let (index, inner) = cursor.split_once(':').map_or((cursor, None), |(i, inner)| (i, Some(inner)));
-                let index = index.parse().ok().filter(|&i| i < self.buckets.len());
+                let index = index.parse().ok().filter(|&i| i < self.layout.labels().len());
                 (index.ok_or_else(|| StoreError(format!("list_keys: bad cursor {cursor}")))?, inner)
             }
         };

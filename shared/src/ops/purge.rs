@@ -3,6 +3,7 @@
 //! kept under a key of its own.
 
 use super::{ReconcileReport, Service};
+use crate::auth;
 use crate::error::Error;
 use crate::keys;
 use crate::store::Store;
@@ -23,9 +24,10 @@ pub struct PurgeReport {
     pub next_cursor: Option<String>,
 }
 
-/// Where a purge goes on: its day and the store's cursor. Hex of
-/// `YYYYMMDD.{cursor}`, opaque to clients and URL-safe whatever the store's
-/// cursor holds.
+/// Where a purge goes on: its day and the store's cursor, as
+/// `YYYYMMDD.{cursor}` signed with the admin token (`auth::sign_cursor`):
+/// opaque to clients, URL-safe whatever the store's cursor holds, and never
+/// one a client made up (which a store might take for a place to go on from).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PurgeCursor {
     day: Day,
@@ -33,13 +35,13 @@ struct PurgeCursor {
 }
 
 impl PurgeCursor {
-    fn encode(&self) -> String {
-        hex::encode(format!("{}.{}", self.day.compact(), self.store))
+    fn encode(&self, admin_token: &str) -> String {
+        auth::sign_cursor(admin_token, &format!("{}.{}", self.day.compact(), self.store))
     }
 
-    fn decode(text: &str) -> Result<PurgeCursor, Error> {
+    fn decode(admin_token: &str, text: &str) -> Result<PurgeCursor, Error> {
         let bad = || Error::InvalidArgument("cursor: not one this purge handed out".into());
-        let text = String::from_utf8(hex::decode(text).map_err(|_| bad())?).map_err(|_| bad())?;
+        let text = auth::verify_cursor(admin_token, text).ok_or_else(bad)?;
         let (day, store) = text.split_once('.').ok_or_else(bad)?;
         Ok(PurgeCursor { day: Day::parse_compact(day).ok_or_else(bad)?, store: store.to_owned() })
     }
@@ -75,7 +77,8 @@ impl<S: Store> Service<'_, S> {
     /// `HOT_DAYS` (never more than the retention), tickets of such packets
     /// have long expired, and grab counts no admission for them.
     pub fn purge(&mut self, day: Option<Day>, cursor: Option<&str>) -> Result<PurgeReport, Error> {
-        let (day, report, mut at) = match cursor.map(PurgeCursor::decode).transpose()? {
+        let admin_token = self.config.admin_token()?;
+        let (day, report, mut at) = match cursor.map(|c| PurgeCursor::decode(admin_token, c)).transpose()? {
             Some(at) => {
                 if day.is_some_and(|day| day != at.day) {
                     return Err(Error::InvalidArgument(format!("cursor: it goes on with the purge of {}", at.day)));
@@ -108,7 +111,7 @@ impl<S: Store> Service<'_, S> {
                 break;
             }
         }
-        let next_cursor = at.map(|store| PurgeCursor { day, store }.encode());
+        let next_cursor = at.map(|store| PurgeCursor { day, store }.encode(admin_token));
         Ok(PurgeReport { day: day.to_string(), deleted_keys, report, next_cursor })
     }
 
