@@ -128,6 +128,22 @@ pub fn parse_demo_payment(body: &[u8]) -> Result<String, Error> {
     string(&object(body)?, "packet_id", 64)
 }
 
+/// `POST /v1/admin/sets`: `{"set": 0..9, "state": "drained" | "open"}`;
+/// returns the SET and whether it is to take new packets.
+pub fn parse_set_change(body: &[u8]) -> Result<(u32, bool), Error> {
+    let map = object(body)?;
+    let set = integer(&map, "set")?;
+    let set = u32::try_from(set).ok().filter(|&s| s < crate::id::SETS);
+    let set = set.ok_or_else(|| invalid("set", &format!("must be a SET, 0 to {}", crate::id::SETS - 1)))?;
+    let open = match map.get("state") {
+        Some(Value::String(s)) if s == "open" => true,
+        Some(Value::String(s)) if s == "drained" => false,
+        None | Some(Value::Null) => return Err(invalid("state", "is required")),
+        Some(_) => return Err(invalid("state", "must be \"open\" or \"drained\"")),
+    };
+    Ok((set, open))
+}
+
 /// `POST /v1/packets/{id}/open`: the ticket, or 403 `invalid_ticket`.
 pub fn parse_open(body: &[u8]) -> Result<String, Error> {
     let map = object(body)?;

@@ -70,6 +70,12 @@ pub const VARIABLES: &[Variable] = &[
         meaning: "days a day's packets are kept before the purge may delete them (at least 31, the days the sweeps look back; the day's reconciliation report is kept)",
     },
     Variable {
+        name: "placement_cache_seconds",
+        default: Some("5"),
+        secret: false,
+        meaning: "how long an instance places new packets by the SETs it last read as open (0: read on every wrap); a drain takes effect everywhere within this time",
+    },
+    Variable {
         name: "demo_mode",
         default: Some("false"),
         secret: false,
@@ -118,6 +124,8 @@ pub struct Config {
     pub demo_mode: bool,
     /// Days a day's packets are kept before the purge may delete them.
     pub retention_days: i64,
+    /// Seconds an instance places packets by its copy of the open SETs.
+    pub placement_cache_seconds: i64,
     /// Keys one purge call lists before it answers a cursor: not a
     /// variable (`KEYS_LISTED_PER_CALL`), but tests make it small.
     pub purge_keys_per_call: usize,
@@ -238,6 +246,7 @@ impl Config {
             kv_batch_reads: flag("kv_batch_reads", value("kv_batch_reads")?)?,
             demo_mode: flag("demo_mode", value("demo_mode")?)?,
             retention_days: number("retention_days", value("retention_days")?, HOT_DAYS, 36_500)?,
+            placement_cache_seconds: number("placement_cache_seconds", value("placement_cache_seconds")?, 0, 300)?,
             purge_keys_per_call: KEYS_LISTED_PER_CALL,
             kv_layout: {
                 let text = value("kv_layout")?;

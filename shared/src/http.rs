@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::env::Env;
 use crate::error::Error;
 use crate::id::PacketId;
-use crate::ops::Service;
+use crate::ops::{PlacementCache, Service};
 use crate::store::Store;
 use crate::time::Timestamp;
 use serde::Serialize;
@@ -41,6 +41,10 @@ pub enum Endpoint {
     Settle,
     Reconcile,
     Purge,
+    /// Which SETs take new packets, and every drain and restore.
+    Placement,
+    /// Drains or restores a SET.
+    SetChange,
     /// Demo mode only: a short-lived token for any name.
     DemoSignIn,
     /// Demo mode only: the sender pays their own packet, no provider asked.
@@ -48,7 +52,7 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 14] = [
+    pub const ALL: [Endpoint; 16] = [
         Endpoint::Wrap,
         Endpoint::Payment,
         Endpoint::Grab,
@@ -61,6 +65,8 @@ impl Endpoint {
         Endpoint::Settle,
         Endpoint::Reconcile,
         Endpoint::Purge,
+        Endpoint::Placement,
+        Endpoint::SetChange,
         Endpoint::DemoSignIn,
         Endpoint::DemoPayment,
     ];
@@ -80,14 +86,24 @@ impl Endpoint {
     pub fn secret(self) -> &'static str {
         match self {
             Endpoint::Payment => "payment_secret",
-            Endpoint::Expire | Endpoint::Settle | Endpoint::Reconcile | Endpoint::Purge => "admin_token",
+            Endpoint::Expire
+            | Endpoint::Settle
+            | Endpoint::Reconcile
+            | Endpoint::Purge
+            | Endpoint::Placement
+            | Endpoint::SetChange => "admin_token",
             _ => "auth_secret",
         }
     }
 
     pub fn method(self) -> &'static str {
         match self {
-            Endpoint::Query | Endpoint::Sent | Endpoint::Received | Endpoint::Wallet | Endpoint::Reconcile => "GET",
+            Endpoint::Query
+            | Endpoint::Sent
+            | Endpoint::Received
+            | Endpoint::Wallet
+            | Endpoint::Reconcile
+            | Endpoint::Placement => "GET",
             _ => "POST",
         }
     }
@@ -107,6 +123,7 @@ impl Endpoint {
             Endpoint::Settle => &["admin", "settle"],
             Endpoint::Reconcile => &["admin", "reconcile"],
             Endpoint::Purge => &["admin", "purge"],
+            Endpoint::Placement | Endpoint::SetChange => &["admin", "sets"],
             Endpoint::DemoSignIn => &["demo", "sign-in"],
             Endpoint::DemoPayment => &["demo", "payment"],
         }
@@ -171,10 +188,12 @@ impl Response {
 /// `Endpoint::bit`s: the routes this component owns): 405 for a known path
 /// with the wrong method, 404 for anything else. The set is a const generic so
 /// each component compiles only the operations it serves.
+/// `placement` is the instance's copy of the open SETs (wrap reads it).
 pub fn serve<const ENDPOINTS: u32, S: Store>(
     store: &S,
     config: Result<&Config, Error>,
     env: Env,
+    placement: &PlacementCache,
     req: &Request,
 ) -> Response {
     let mut method_mismatch = false;
@@ -191,8 +210,10 @@ pub fn serve<const ENDPOINTS: u32, S: Store>(
             method_mismatch = true;
             continue;
         }
-        let result =
-            config.and_then(|config| handle::<ENDPOINTS, S>(endpoint, id, &mut Service::new(store, config, env), req));
+        let result = config.and_then(|config| {
+            let svc = &mut Service::new(store, config, env).with_placement_cache(placement);
+            handle::<ENDPOINTS, S>(endpoint, id, svc, req)
+        });
         return match result {
             Ok(response) => response,
             Err(e) => Response::error(&e),
@@ -301,6 +322,15 @@ fn handle<const ENDPOINTS: u32, S: Store>(
             // cron's call); the cron goes on with each answer's cursor.
             let cursor = api::query_param(req.query, "cursor").filter(|c| !c.is_empty());
             Response::json(200, &svc.purge(api::day_param(req.query)?, cursor)?)
+        }
+        Endpoint::Placement if owns::<ENDPOINTS>(Endpoint::Placement) => {
+            admin()?;
+            Response::json(200, &svc.placement()?)
+        }
+        Endpoint::SetChange if owns::<ENDPOINTS>(Endpoint::SetChange) => {
+            admin()?;
+            let (set, open) = api::parse_set_change(req.body)?;
+            Response::json(200, &svc.change_placement(set, open)?)
         }
         Endpoint::DemoSignIn if owns::<ENDPOINTS>(Endpoint::DemoSignIn) => {
             let user = api::parse_demo_sign_in(req.body)?;

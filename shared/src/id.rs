@@ -39,6 +39,16 @@ impl PacketId {
         PacketId(format!("{}{:03}{}", day.compact(), shard, random))
     }
 
+    /// A fresh id created on `day` whose SET `wanted` accepts: the random
+    /// part is drawn again until it hashes into such a SET (the id stays
+    /// self-checking, and its SET is still derived from it). `None` after
+    /// `MAX_DRAWS` misses, which with any SET wanted happens with a
+    /// probability below 10^-45.
+    pub fn generate_where(day: Day, entropy: &mut dyn Entropy, wanted: impl Fn(u32) -> bool) -> Option<PacketId> {
+        const MAX_DRAWS: usize = 1_000;
+        (0..MAX_DRAWS).map(|_| PacketId::generate(day, entropy)).find(|id| wanted(id.set()))
+    }
+
     /// Accepts only well-formed ids whose shard matches their random part.
     pub fn parse(s: &str) -> Option<PacketId> {
         if s.len() != ID_LEN || !s.is_ascii() {

@@ -130,6 +130,12 @@ pub fn user_admission(id: &PacketId, user: &str, window: i64) -> String {
     in_table(id, &["/adm/", id.as_str(), "/u.", user, "/", &window.to_string(), "/n"])
 }
 
+/// The placement log: every drain and restore of a SET, in order (see
+/// `ops::placement`). Not a SET's key: it stays reachable when a SET is down.
+pub fn placement_log() -> List {
+    List("ctl/placement".into())
+}
+
 /// Reconcile's report of `day`, kept when the purge deleted the day's
 /// packets (value, JSON of `ReconcileReport`).
 pub fn kept_report(day: Day) -> String {

@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use hongbao::alloc::Kind;
 use hongbao::http::{self, Endpoint, Request};
+use hongbao::ops::PlacementCache;
 use hongbao::store::memory::MemoryStore;
 use proptest::prelude::*;
 use serde_json::Value;
@@ -62,7 +63,7 @@ fn answer(store: &MemoryStore, input: &Input) -> (u16, Vec<u8>) {
         header: &header,
         body: &input.body,
     };
-    let response = http::serve::<ALL, _>(store, Ok(&config), env(T0, 5), &req);
+    let response = http::serve::<ALL, _>(store, Ok(&config), env(T0, 5), &PlacementCache::new(), &req);
     (response.status, response.body)
 }
 
@@ -98,7 +99,7 @@ fn bytes() -> impl Strategy<Value = Vec<u8>> {
         text().prop_map(String::into_bytes),
         (text(), text(), any::<i64>()).prop_map(|(a, b, n)| {
             serde_json::json!({"request_id": a, "kind": b, "total_fen": n, "count": n, "ticket": a,
-                "packet_id": b, "payment_id": a, "amount_fen": n, "status": "success", "greeting": b, "name": a})
+                "packet_id": b, "payment_id": a, "amount_fen": n, "status": "success", "greeting": b, "name": a, "set": n, "state": b})
             .to_string()
             .into_bytes()
         }),
@@ -114,7 +115,7 @@ proptest! {
         id_kind in 0..3u8,
         garbage_id in text(),
         query in prop::option::of(text()),
-        token_kind in 0..3u8,
+        token_kind in 0..4u8,
         garbage_token in text(),
         signature in prop::option::of(text()),
         sign_body in any::<bool>(),
@@ -137,12 +138,15 @@ proptest! {
             Endpoint::Settle => "/v1/admin/settle".into(),
             Endpoint::Reconcile => "/v1/admin/reconcile".into(),
             Endpoint::Purge => "/v1/admin/purge".into(),
+            Endpoint::Placement | Endpoint::SetChange => "/v1/admin/sets".into(),
             Endpoint::DemoSignIn => "/v1/demo/sign-in".into(),
             Endpoint::DemoPayment => "/v1/demo/payment".into(),
         };
         let authorization = match token_kind {
             0 => Some(format!("Bearer {}", hongbao::auth::sign_user_token("test-auth-secret", "alice", T0.plus_seconds(60)))),
             1 => Some(format!("Bearer {garbage_token}")),
+            // The admin endpoints' decoders too.
+            2 => Some("Bearer test-admin-token".into()),
             _ => Some(garbage_token.clone()),
         };
         let signature = if sign_body {

@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use hongbao::http::{self, Endpoint, Request, Response};
+use hongbao::ops::PlacementCache;
 use hongbao::store::faulty::{Faults, FaultyStore};
 use hongbao::store::memory::MemoryStore;
 use hongbao::{Config, Error, Store, Timestamp};
@@ -92,7 +93,8 @@ impl<'a> Call<'a> {
             Request { method: self.method, path: &self.path, query: self.query, header: &header, body: &self.body };
         // A fresh random stream per request, as each component instance has.
         static SEED: AtomicU64 = AtomicU64::new(1);
-        http::serve::<ALL, S>(store, config, env(self.now, SEED.fetch_add(1, Ordering::Relaxed)), &req)
+        let env = env(self.now, SEED.fetch_add(1, Ordering::Relaxed));
+        http::serve::<ALL, S>(store, config, env, &PlacementCache::new(), &req)
     }
 }
 
@@ -367,4 +369,56 @@ fn the_purge_answers_by_the_day_and_its_books() {
     let default_day = T0.plus_seconds((config.retention_days + 1) * DAY);
     let again = seen.expect("purge, no day", admin(None, default_day).send(&store, Ok(&config)), 200, None);
     assert_eq!((again["day"].as_str(), again["deleted_keys"].as_u64()), (Some(day.as_str()), Some(0)));
+}
+
+/// The placement endpoint (an admin extension of the contract): the admin
+/// token only; a drain or restore answers the state after it with the log;
+/// a bad body is 400 or 422; draining the last open SET is 422.
+#[test]
+fn the_sets_endpoint_drains_restores_and_shows_its_log() {
+    let (store, config) = (MemoryStore::new(), config());
+    let mut seen = Seen::default();
+    let admin = |method, body: Option<Value>| {
+        let mut call = Call::new(method, "/v1/admin/sets");
+        call.authorization = Some("Bearer test-admin-token".into());
+        match body {
+            Some(body) => call.body(body),
+            None => call,
+        }
+    };
+    let user = Call::new("GET", "/v1/admin/sets").user("a").send(&store, Ok(&config));
+    seen.expect("a user's token", user, 401, Some("unauthorized"));
+    let view = seen.expect("view", admin("GET", None).send(&store, Ok(&config)), 200, None);
+    assert_eq!((view["drained_sets"].clone(), view["log"].clone()), (json!([]), json!([])));
+    assert_eq!(view["open_sets"].as_array().unwrap().len(), 10);
+    assert_eq!(view["cache_seconds"], 5);
+
+    let drain = admin("POST", Some(json!({"set": 4, "state": "drained"})));
+    let view = seen.expect("drain", drain.send(&store, Ok(&config)), 200, None);
+    assert_eq!(view["drained_sets"], json!([4]));
+    assert_eq!(view["log"], json!([{"set": 4, "state": "drained", "at": T0.to_rfc3339()}]));
+    let view = seen.expect("view after", admin("GET", None).send(&store, Ok(&config)), 200, None);
+    assert_eq!(view["drained_sets"], json!([4]));
+    let restore = admin("POST", Some(json!({"set": 4, "state": "open"})));
+    let view = seen.expect("restore", restore.send(&store, Ok(&config)), 200, None);
+    assert_eq!((view["drained_sets"].clone(), view["log"].as_array().unwrap().len()), (json!([]), 2));
+
+    for (case, body) in [
+        ("set 10", json!({"set": 10, "state": "drained"})),
+        ("no state", json!({"set": 1})),
+        ("bad state", json!({"set": 1, "state": "closed"})),
+        ("set as text", json!({"set": "1", "state": "open"})),
+    ] {
+        seen.expect(case, admin("POST", Some(body)).send(&store, Ok(&config)), 422, Some("invalid_argument"));
+    }
+    let mut not_json = admin("POST", None);
+    not_json.body = b"drain 4".to_vec();
+    seen.expect("not JSON", not_json.send(&store, Ok(&config)), 400, Some("invalid_json"));
+    for set in 0..9 {
+        let drain = admin("POST", Some(json!({"set": set, "state": "drained"})));
+        seen.expect("drain", drain.send(&store, Ok(&config)), 200, None);
+    }
+    let last = admin("POST", Some(json!({"set": 9, "state": "drained"})));
+    seen.expect("the last open SET", last.send(&store, Ok(&config)), 422, Some("invalid_argument"));
+    seen.expect("PUT", admin("PUT", None).send(&store, Ok(&config)), 405, Some("method_not_allowed"));
 }

@@ -8,6 +8,7 @@ use common::*;
 use hongbao::alloc::Kind;
 use hongbao::config::MAX_TTL_SECONDS;
 use hongbao::http::{self, Endpoint, Request};
+use hongbao::ops::PlacementCache;
 use hongbao::record::Status;
 use hongbao::store::faulty::{Faults, FaultyStore};
 use hongbao::store::memory::MemoryStore;
@@ -129,7 +130,7 @@ fn serve(
     let header = |name: &str| headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
     let req = Request { method, path, query: None, header: &header, body: body.as_bytes() };
     const ALL: u32 = http::endpoints(&Endpoint::ALL);
-    let response = http::serve::<ALL, _>(store, Ok(config), env(now, 7), &req);
+    let response = http::serve::<ALL, _>(store, Ok(config), env(now, 7), &PlacementCache::new(), &req);
     (response.status, serde_json::from_slice(&response.body).unwrap_or(Value::Null))
 }
 

@@ -74,3 +74,21 @@ fn a_shorter_run_is_a_prefix_of_the_full_run() {
     assert!(!capped_head.is_empty());
     assert_eq!(capped_head[..], head(&full)[..capped_head.len()]);
 }
+
+#[test]
+fn histories_with_a_dead_set_for_a_while_keep_every_invariant() {
+    // Every seed loses one SET's store for a stretch of its history: its
+    // requests then fail closed, the sweeps skip it, and the final audit
+    // (after it is back) finds every claim and refund credited once.
+    let options = sim::Options { outage: Some(true), ..Default::default() };
+    let seeds = seed_count() / 3;
+    let outcomes: Vec<sim::Outcome> = (1_000..1_000 + seeds).map(|seed| sim::run(seed, options)).collect();
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.failed())
+        .map(|o| format!("{} ({})", o.plan.seed, o.violation.as_ref().map_or("", |v| v.invariant)))
+        .collect();
+    assert!(failed.is_empty(), "seeds failed: {}", failed.join(", "));
+    let hit = outcomes.iter().filter(|o| o.trace.iter().any(|line| line.contains("SET DOWN"))).count();
+    assert!(hit * 2 > outcomes.len(), "the outage touched only {hit} of {} histories", outcomes.len());
+}

@@ -136,7 +136,9 @@ pub async fn serve<const ENDPOINTS: u32>(request: Request) -> Result<Response, E
     if let Ok(config) = config {
         store.use_batch_reads(config.kv_batch_reads);
     }
-    let response = hongbao::http::serve::<ENDPOINTS, _>(&*store, config, system_env(), &request);
+    // Wrap's copy of the open SETs lives as long as the instance.
+    static PLACEMENT: hongbao::ops::PlacementCache = hongbao::ops::PlacementCache::new();
+    let response = hongbao::http::serve::<ENDPOINTS, _>(&*store, config, system_env(), &PLACEMENT, &request);
     if response.status >= 500 {
         // Spin collects component stderr in its logs.
         eprintln!("{method} {path} -> {} {}", response.status, String::from_utf8_lossy(&response.body));

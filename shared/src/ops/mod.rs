@@ -7,11 +7,13 @@
 mod cursor;
 mod demo;
 mod packet;
+mod placement;
 mod purge;
 mod sweep;
 mod user;
 
 pub use packet::{GrabView, OpenView};
+pub use placement::{PlacementCache, PlacementChange, PlacementView};
 pub use purge::PurgeReport;
 pub use sweep::{ExpireReport, Mismatch, ReconcileReport, SettleReport, SweepError};
 pub use user::{ReceivedView, SentView, WalletView};
@@ -30,11 +32,19 @@ pub struct Service<'a, S: Store> {
     pub store: &'a S,
     pub config: &'a Config,
     pub env: Env,
+    /// The instance's copy of the open SETs; without one, wrap reads the
+    /// placement log every time.
+    pub placement_cache: Option<&'a PlacementCache>,
 }
 
 impl<'a, S: Store> Service<'a, S> {
     pub fn new(store: &'a S, config: &'a Config, env: Env) -> Self {
-        Service { store, config, env }
+        Service { store, config, env, placement_cache: None }
+    }
+
+    /// The same service placing new packets by `cache` while it is fresh.
+    pub fn with_placement_cache(self, cache: &'a PlacementCache) -> Self {
+        Service { placement_cache: Some(cache), ..self }
     }
 
     /// Reads a packet record; `not_found` if there is none.

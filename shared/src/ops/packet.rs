@@ -5,9 +5,9 @@ use crate::api::{PaymentRequest, WrapRequest};
 use crate::auth;
 use crate::config::{HOT_DAYS, OpenStrategy};
 use crate::error::Error;
-use crate::id::PacketId;
-use crate::keys;
-use crate::record::{ClaimView, PacketView, ReceivedItem, Status, Strategy, WrapRecord};
+use crate::id::{PacketId, SETS};
+use crate::keys::{self, List};
+use crate::record::{ClaimView, Packet, PacketView, ReceivedItem, Status, Strategy, WrapRecord, WrapTerms};
 use crate::state::{self, Opened, Paid};
 use crate::store::{Step, Store, lists, update};
 use serde::Serialize;
@@ -31,6 +31,11 @@ pub struct OpenView {
     pub remaining_count: u32,
 }
 
+/// SETs one wrap tries before it answers 503: each open SET at most once,
+/// so while any SET's store works, a wrap succeeds (a dead SET costs it one
+/// failed call, until the operator drains it).
+const MAX_PLACEMENTS: u32 = SETS;
+
 impl<S: Store> Service<'_, S> {
     /// Wrap (包): a new packet awaiting payment, idempotent per (sender,
     /// request_id). Returns 201 for a new packet, 200 for a replay.
@@ -40,12 +45,18 @@ impl<S: Store> Service<'_, S> {
     /// 2. `increment` the sender's unpaid count of today; past
     ///    `max_unpaid_per_user` it is given back and the wrap refused (409).
     ///    Crash: one slot of today's count is lost (it frees at midnight).
-    /// 3. `set` the packet record under a fresh random id (uncontended), and
+    /// 3. `set` the packet record under a fresh random id (uncontended) in an
+    ///    open SET (the placement log, read at most once per
+    ///    `placement_cache_seconds` per instance, and before step 2), and
     ///    for a cursor-strategy packet `set-many` its free shares.
     ///    Crash: an orphan record nobody knows the id of; no money.
     /// 4. append the id to the day index (`increment` + `set`), for
     ///    reconcile. Crash: an indexed orphan, awaiting payment forever;
     ///    the sweeps never see it (they walk the paid index).
+    ///    A store failure in 3 or 4 (the SET's store is down) leaves such an
+    ///    orphan too, and the packet is placed again under an id in another
+    ///    open SET, each open SET at most once; after that the unpaid slot is
+    ///    given back and the wrap answers 503.
     /// 5. `increment` the election counter: 1 wins; a loser deletes what it
     ///    wrote and answers the winner's packet, or 429 while the winner has
     ///    not written its record yet. Crash after winning: the request id is
@@ -57,30 +68,37 @@ impl<S: Store> Service<'_, S> {
         if let Some(bytes) = self.store.get(&record_key)? {
             return self.wrap_replay(&bytes, req).map(|view| (200, view));
         }
+        // Only into a SET that takes new packets (see `placement`).
+        let mut open = self.open_sets()?;
         let unpaid = keys::unpaid(sender, now.day());
         let limit = self.config.max_unpaid_per_user;
         if self.store.increment(&unpaid, 1)? > i64::from(limit) {
             self.store.increment(&unpaid, -1)?;
             return Err(Error::TooManyUnpaid(limit));
         }
-        let id = PacketId::generate(now.day(), self.env.entropy.as_mut());
-        let seed = self.env.random();
-        let packet =
-            state::wrap(&id, sender, &req.terms, now, seed, self.config.open_strategy.for_count(req.terms.count));
-        self.store.set(&keys::packet(&id), &packet.encode())?;
-        let shares: Vec<String> = match packet.strategy {
-            // Before anyone can know the id: uncontended, plain writes.
-            Strategy::Cursor => {
-                let shares = state::preallocated_shares(&packet);
-                let entries: Vec<(String, Vec<u8>)> =
-                    shares.iter().map(|s| (keys::share(&id, s.k), s.encode())).collect();
-                self.store.set_many(&entries)?;
-                entries.into_iter().map(|(key, _)| key).collect()
+        let mut attempts = 0;
+        let (id, packet, shares, index, slot) = loop {
+            attempts += 1;
+            let Some(id) = PacketId::generate_where(now.day(), self.env.entropy.as_mut(), |set| open.contains(set))
+            else {
+                let _ = self.store.increment(&unpaid, -1);
+                return Err(Error::Unavailable("no SET takes new packets".into()));
+            };
+            match self.place(&id, sender, &req.terms) {
+                Ok((packet, shares, index, slot)) => break (id, packet, shares, index, slot),
+                // The SET's store failed (what it wrote, if anything, is an
+                // orphan nobody knows the id of): another SET, so a dead SET
+                // costs a wrap a retry, not a failure.
+                Err(Error::Unavailable(why)) => {
+                    open = open.without(id.set());
+                    if attempts == MAX_PLACEMENTS {
+                        let _ = self.store.increment(&unpaid, -1);
+                        return Err(Error::Unavailable(why));
+                    }
+                }
+                Err(e) => return Err(e),
             }
-            Strategy::Cas => Vec::new(),
         };
-        let index = keys::day_index(id.set(), id.day());
-        let slot = lists::append(self.store, &index, id.as_str().as_bytes())?;
         if self.store.increment(&keys::wrap_election(sender, &req.request_id), 1)? == 1 {
             let record = WrapRecord { packet_id: id.to_string(), terms: req.terms.clone() };
             self.store.set(&record_key, &crate::json::to_vec(&record))?;
@@ -101,6 +119,35 @@ impl<S: Store> Service<'_, S> {
             // requests: the client retries instead.
             None => Err(Error::Busy { retry_after_seconds: 1 }),
         }
+    }
+
+    /// Writes a new packet under `id` (steps 3 and 4 of `wrap`): its record,
+    /// a cursor packet's free shares, and its slot in the SET's day index.
+    /// Returns the packet, its share keys, the index and the slot.
+    fn place(
+        &mut self,
+        id: &PacketId,
+        sender: &str,
+        terms: &WrapTerms,
+    ) -> Result<(Packet, Vec<String>, List, i64), Error> {
+        let now = self.env.now;
+        let seed = self.env.random();
+        let packet = state::wrap(id, sender, terms, now, seed, self.config.open_strategy.for_count(terms.count));
+        self.store.set(&keys::packet(id), &packet.encode())?;
+        let shares: Vec<String> = match packet.strategy {
+            // Before anyone can know the id: uncontended, plain writes.
+            Strategy::Cursor => {
+                let shares = state::preallocated_shares(&packet);
+                let entries: Vec<(String, Vec<u8>)> =
+                    shares.iter().map(|s| (keys::share(id, s.k), s.encode())).collect();
+                self.store.set_many(&entries)?;
+                entries.into_iter().map(|(key, _)| key).collect()
+            }
+            Strategy::Cas => Vec::new(),
+        };
+        let index = keys::day_index(id.set(), id.day());
+        let slot = lists::append(self.store, &index, id.as_str().as_bytes())?;
+        Ok((packet, shares, index, slot))
     }
 
     fn wrap_replay(&self, record: &[u8], req: &WrapRequest) -> Result<PacketView, Error> {

@@ -34,6 +34,8 @@ pub struct ExpireReport {
     pub refunded: u64,
     pub refund_fen: u64,
     pub errors: Vec<SweepError>,
+    /// SETs whose store failed this run: skipped, swept by a later run.
+    pub unreachable_sets: Vec<u32>,
 }
 
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
@@ -41,6 +43,8 @@ pub struct SettleReport {
     pub credited: u64,
     pub credited_fen: u64,
     pub errors: Vec<SweepError>,
+    /// SETs whose store failed this run: skipped, settled by a later run.
+    pub unreachable_sets: Vec<u32>,
 }
 
 /// A packet a sweep could not finish this time (the next run retries it),
@@ -98,7 +102,8 @@ impl<S: Store> Service<'_, S> {
         let now = self.env.now;
         let mut report = ExpireReport::default();
         let mut errors = Vec::new();
-        self.walk(&mut errors, |svc, id| {
+        let mut unreachable = Vec::new();
+        self.walk(&mut errors, &mut unreachable, |svc, id| {
             report.scanned += 1;
             let packet = match svc.load(id) {
                 Ok(p) => p,
@@ -140,8 +145,9 @@ impl<S: Store> Service<'_, S> {
             }
             Ok(svc.is_done(&packet))
         })?;
-        self.clean_unpaid(&mut errors)?;
+        self.clean_unpaid(&mut errors, &mut unreachable)?;
         report.errors = errors;
+        report.unreachable_sets = unreachable;
         Ok(report)
     }
 
@@ -149,16 +155,23 @@ impl<S: Store> Service<'_, S> {
     /// instance can accept their payment (`payable_until`), a day index at a
     /// time; the day is then marked clean and not read again. The packet
     /// records stay (small, and a wrap replay still shows them).
-    fn clean_unpaid(&mut self, errors: &mut Vec<SweepError>) -> Result<(), Error> {
+    fn clean_unpaid(&mut self, errors: &mut Vec<SweepError>, unreachable: &mut Vec<u32>) -> Result<(), Error> {
+        for set in 0..SETS {
+            let result = self.clean_unpaid_set(set, errors);
+            skip_unreachable(result, set, unreachable)?;
+        }
+        Ok(())
+    }
+
+    fn clean_unpaid_set(&mut self, set: u32, errors: &mut Vec<SweepError>) -> Result<(), Error> {
         let today = self.env.now.day();
-        let tables: Vec<(u32, Day)> = (0..HOT_DAYS)
+        let days: Vec<Day> = (0..HOT_DAYS)
             .map(|back| today.minus_days(back))
             .filter(|day| self.env.now >= payable_until(day.start().plus_seconds(86_400)))
-            .flat_map(|day| (0..SETS).map(move |set| (set, day)))
             .collect();
-        let marks: Vec<String> = tables.iter().map(|&(set, day)| keys::day_index_cleaned(set, day)).collect();
+        let marks: Vec<String> = days.iter().map(|&day| keys::day_index_cleaned(set, day)).collect();
         let cleaned = get_all(self.store, &marks)?;
-        for ((&(set, day), mark), cleaned) in tables.iter().zip(&marks).zip(cleaned) {
+        for ((&day, mark), cleaned) in days.iter().zip(&marks).zip(cleaned) {
             if cleaned.is_some() {
                 continue;
             }
@@ -203,7 +216,8 @@ impl<S: Store> Service<'_, S> {
         let op = format!("settle:{:016x}", self.env.random());
         let mut report = SettleReport::default();
         let mut errors = Vec::new();
-        self.walk(&mut errors, |svc, id| {
+        let mut unreachable = Vec::new();
+        self.walk(&mut errors, &mut unreachable, |svc, id| {
             let packet = match svc.load(id) {
                 Ok(p) => p,
                 Err(Error::NotFound) => return Ok(true),
@@ -223,14 +237,22 @@ impl<S: Store> Service<'_, S> {
             Ok(false) // re-checked as done on a later run, after progress is recorded
         })?;
         report.errors = errors;
+        report.unreachable_sets = unreachable;
         Ok(report)
     }
 
     /// Credits the claims and the refund of `p` not recorded as credited, then
     /// records exactly those (by seq) as credited. Progress names its claims:
     /// a claim collected later, whatever its seq, is credited by a later run.
+    /// A failed store call stops the crediting, but what was credited before
+    /// it is still recorded: on a flaky store a packet with many claims gets
+    /// nearer to settled with every run instead of starting over.
     fn settle_packet(&mut self, id: &PacketId, p: &Packet, op: &str, report: &mut SettleReport) -> Result<(), Error> {
+        // The sender's list first: once everything is credited the packet is
+        // done, and no run comes back to repair it.
+        self.record_sent(p)?;
         let mut credited = Vec::new();
+        let mut failed = None;
         for claim in p.claims.iter().filter(|c| !p.is_claim_settled(c.seq)) {
             let item = ReceivedItem {
                 packet_id: p.id.clone(),
@@ -238,29 +260,39 @@ impl<S: Store> Service<'_, S> {
                 amount_fen: claim.amount_fen,
                 claimed_at: claim.claimed_at,
             };
-            self.record_received(&claim.user, &item, false)?;
-            self.credit(
-                &claim.user,
-                &p.claim_credit(claim),
-                &keys::credit_election(id, &format!("c{}", claim.seq)),
-                report,
-            )?;
-            credited.push(claim.seq);
+            let election = keys::credit_election(id, &format!("c{}", claim.seq));
+            let done = self
+                .record_received(&claim.user, &item, false)
+                .and_then(|()| self.credit(&claim.user, &p.claim_credit(claim), &election, report));
+            match done {
+                Ok(()) => credited.push(claim.seq),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
         }
         let refund = p.refund_credit();
-        if let (Some(entry), false) = (&refund, p.refund_settled) {
-            self.credit(&p.sender, entry, &keys::credit_election(id, "refund"), report)?;
+        let mut refund_done = false;
+        if let (Some(entry), false, None) = (&refund, p.refund_settled, &failed) {
+            match self.credit(&p.sender, entry, &keys::credit_election(id, "refund"), report) {
+                Ok(()) => refund_done = true,
+                Err(e) => failed = Some(e),
+            }
         }
-        self.record_sent(p)?;
         // Out of CAS attempts (a busy packet, or swaps that wrote but said
         // they failed): the credits stand, and the next run records them.
-        update(self.store, &mut self.env, &keys::packet(id), |current, _| {
+        let recorded = update(self.store, &mut self.env, &keys::packet(id), |current, _| {
             let now = decode_existing(current)?;
-            Ok(match state::record_settled(&now, &credited, refund.is_some(), op) {
+            Ok(match state::record_settled(&now, &credited, refund_done, op) {
                 Some(next) => Step::Write(next.encode(), ()),
                 None => Step::Done(()),
             })
-        })
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => recorded,
+        }
     }
 
     fn credit(&self, owner: &str, entry: &WalletEntry, election: &str, report: &mut SettleReport) -> Result<(), Error> {
@@ -291,18 +323,32 @@ impl<S: Store> Service<'_, S> {
     /// SET by SET. `visit` returns whether the packet is done for good; the
     /// index hints advance over finished prefixes. A packet `visit` fails on
     /// is listed in `errors` and left for the next run: one bad packet never
-    /// holds up the others.
+    /// holds up the others. A SET whose store fails is listed in
+    /// `unreachable` and skipped: one dead SET never holds up the others.
     fn walk(
         &mut self,
         errors: &mut Vec<SweepError>,
+        unreachable: &mut Vec<u32>,
         mut visit: impl FnMut(&mut Self, &PacketId) -> Result<bool, Error>,
     ) -> Result<(), Error> {
+        for set in 0..SETS {
+            let result = self.walk_set(set, errors, &mut visit);
+            skip_unreachable(result, set, unreachable)?;
+        }
+        Ok(())
+    }
+
+    fn walk_set(
+        &mut self,
+        set: u32,
+        errors: &mut Vec<SweepError>,
+        visit: &mut impl FnMut(&mut Self, &PacketId) -> Result<bool, Error>,
+    ) -> Result<(), Error> {
         let today = self.env.now.day();
-        let tables: Vec<(u32, Day)> =
-            (0..HOT_DAYS).flat_map(|back| (0..SETS).map(move |set| (set, today.minus_days(back)))).collect();
-        let hint_keys: Vec<String> = tables.iter().map(|&(set, day)| keys::paid_index_low(set, day)).collect();
+        let days: Vec<Day> = (0..HOT_DAYS).map(|back| today.minus_days(back)).collect();
+        let hint_keys: Vec<String> = days.iter().map(|&day| keys::paid_index_low(set, day)).collect();
         let hints = get_all(self.store, &hint_keys)?;
-        for ((&(set, day), hint_key), hint) in tables.iter().zip(&hint_keys).zip(hints) {
+        for ((&day, hint_key), hint) in days.iter().zip(&hint_keys).zip(hints) {
             let hint: IndexHint = hint.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
             if hint.closed {
                 continue;
@@ -428,5 +474,20 @@ impl<S: Store> Service<'_, S> {
         }
         report.credited_fen += credited.0;
         Ok(())
+    }
+}
+
+/// A SET-wide step's outcome: a failed store (`Unavailable`) marks the SET
+/// unreachable for this run, and the sweep goes on with the next one; any
+/// other error ends the sweep.
+fn skip_unreachable(result: Result<(), Error>, set: u32, unreachable: &mut Vec<u32>) -> Result<(), Error> {
+    match result {
+        Err(Error::Unavailable(_)) => {
+            if !unreachable.contains(&set) {
+                unreachable.push(set);
+            }
+            Ok(())
+        }
+        other => other,
     }
 }

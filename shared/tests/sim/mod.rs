@@ -26,6 +26,7 @@ use hongbao::auth;
 use hongbao::config::OpenStrategy;
 use hongbao::http::{self, Endpoint, Request, Response};
 use hongbao::keys;
+use hongbao::ops::PlacementCache;
 use hongbao::record::{Packet, Share, Strategy};
 use hongbao::store::memory::{CasSemantics, MemoryCas, MemoryStore};
 use hongbao::store::{KeyPage, Store, StoreError, SwapError, all_keys};
@@ -133,6 +134,15 @@ pub struct FaultRates {
     pub spurious: u32,
 }
 
+/// One SET's store down for a stretch of the history: every call of a
+/// request started then that touches the SET's keys fails without effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outage {
+    pub set: u32,
+    pub from_step: usize,
+    pub until_step: usize,
+}
+
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub seed: u64,
@@ -144,6 +154,7 @@ pub struct Plan {
     pub max_in_flight: usize,
     pub steps: usize,
     pub faults: FaultRates,
+    pub outage: Option<Outage>,
     /// Whether an attacker replays signed callbacks to other packets.
     pub attacker: bool,
     pub start: Timestamp,
@@ -184,7 +195,27 @@ impl Plan {
         let attacker = options.attacker.unwrap_or(attacker);
         let midnight = BASE_MIDNIGHT + r.range(1, 365) as i64 * DAY;
         let start = Timestamp(midnight - r.range(60, 1800) as i64);
-        Plan { seed, semantics, open_strategy, ttl, users, max_packets, max_in_flight, steps, faults, attacker, start }
+        // Half the seeds lose a SET's store for a while (drawn last, so the
+        // draws above stay what they were).
+        let down = r.percent(50);
+        let from_step = r.range(0, steps as u64 / 2) as usize;
+        let until_step = from_step + r.range(steps as u64 / 10, steps as u64 / 3) as usize;
+        let set = r.below(hongbao::id::SETS as usize) as u32;
+        let outage = options.outage.unwrap_or(down).then_some(Outage { set, from_step, until_step });
+        Plan {
+            seed,
+            semantics,
+            open_strategy,
+            ttl,
+            users,
+            max_packets,
+            max_in_flight,
+            steps,
+            faults,
+            outage,
+            attacker,
+            start,
+        }
     }
 
     pub fn config(&self) -> Config {
@@ -208,7 +239,7 @@ impl Plan {
         };
         let f = self.faults;
         format!(
-            "seed {}: {semantics} store, open_strategy {strategy}, ttl {}s, {} users, <= {} packets, <= {} in flight, {} steps, faults ppm fail={} crash={} lie={} spurious={}, attacker {}, start {}",
+            "seed {}: {semantics} store, open_strategy {strategy}, ttl {}s, {} users, <= {} packets, <= {} in flight, {} steps, faults ppm fail={} crash={} lie={} spurious={}, {}, attacker {}, start {}",
             self.seed,
             self.ttl,
             self.users,
@@ -219,6 +250,10 @@ impl Plan {
             f.crash,
             f.lie,
             f.spurious,
+            match self.outage {
+                Some(o) => format!("SET {} down in steps {}..{}", o.set, o.from_step, o.until_step),
+                None => "no outage".into(),
+            },
             if self.attacker { "on" } else { "off" },
             self.start.to_rfc3339()
         )
@@ -240,6 +275,8 @@ struct Job {
     call: HttpCall,
     fault_seed: u64,
     rates: FaultRates,
+    /// The SET whose store is down for this request.
+    down_set: Option<u32>,
     verbose: bool,
 }
 
@@ -390,6 +427,8 @@ enum Fault {
     Crash,
     Lie,
     Spurious,
+    /// The call touches a SET whose store is down.
+    Down,
 }
 
 /// A store call worth a trace line: a fault, or any call in verbose mode.
@@ -405,6 +444,7 @@ impl std::fmt::Display for CallEvent {
         let what = match self.fault {
             Fault::None => return write!(f, "call {}: {} {}", self.call, self.op, self.key),
             Fault::Fail => "FAIL",
+            Fault::Down => "SET DOWN",
             Fault::Crash => "CRASH",
             Fault::Lie => "LYING SWAP",
             Fault::Spurious => "SPURIOUS SWAP FAILURE",
@@ -416,6 +456,7 @@ impl std::fmt::Display for CallEvent {
 struct CallState {
     rng: Rng,
     rates: FaultRates,
+    down_set: Option<u32>,
     verbose: bool,
     budget: u32,
     calls: u32,
@@ -430,6 +471,7 @@ impl CallState {
         CallState {
             rng: Rng::new(job.fault_seed),
             rates: job.rates,
+            down_set: job.down_set,
             verbose: job.verbose,
             budget: 0,
             calls: 0,
@@ -473,8 +515,20 @@ struct SimCas {
 }
 
 impl SimStore<'_> {
+    /// Whether any of `keys` is in the SET that is down for this request.
+    fn touches_down<'k>(&self, mut keys: impl Iterator<Item = &'k str>) -> bool {
+        let down = self.state.borrow().down_set;
+        down.is_some_and(|set| keys.any(|key| keys::set_of(key) == Some(set)))
+    }
+
     /// Waits for the scheduler's grant, then draws this call's fault.
     fn enter(&self, op: &'static str, key: &str) -> Result<Fault, StoreError> {
+        let down = self.touches_down(std::iter::once(key));
+        self.enter_with(op, key, down)
+    }
+
+    /// `enter`, the call failing as a dead store's would if `down`.
+    fn enter_with(&self, op: &'static str, key: &str, down: bool) -> Result<Fault, StoreError> {
         let mut st = self.state.borrow_mut();
         if st.crashed {
             return Err(StoreError("the process died earlier in this request".into()));
@@ -496,6 +550,7 @@ impl SimStore<'_> {
         st.calls += 1;
         st.hash = fnv(fnv(st.hash, op.as_bytes()), key.as_bytes());
         let fault = st.roll(op);
+        let fault = if down && fault != Fault::Crash { Fault::Down } else { fault };
         if fault != Fault::None || st.verbose {
             let call = st.calls;
             st.events.push(CallEvent { call, op, key: key.to_owned(), fault });
@@ -509,6 +564,10 @@ impl SimStore<'_> {
             Fault::Fail => {
                 st.faulted = true;
                 Err(StoreError(format!("injected failure of call {} ({op})", st.calls)))
+            }
+            Fault::Down => {
+                st.faulted = true;
+                Err(StoreError(format!("call {} ({op}): the SET's store is down", st.calls)))
             }
             Fault::None => Ok(fault),
             Fault::Lie | Fault::Spurious => {
@@ -543,13 +602,15 @@ impl Store for SimStore<'_> {
     }
 
     fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        self.enter("get_many", &format!("{} keys from {}", keys.len(), keys.first().map_or("-", |k| k)))?;
+        let down = self.touches_down(keys.iter().map(String::as_str));
+        self.enter_with("get_many", &format!("{} keys from {}", keys.len(), keys.first().map_or("-", |k| k)), down)?;
         self.inner.get_many(keys)
     }
 
     fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
         let first = entries.first().map_or("-", |(k, _)| k);
-        self.enter("set_many", &format!("{} keys from {first}", entries.len()))?;
+        let down = self.touches_down(entries.iter().map(|(k, _)| k.as_str()));
+        self.enter_with("set_many", &format!("{} keys from {first}", entries.len()), down)?;
         self.inner.set_many(entries)
     }
 
@@ -580,7 +641,7 @@ impl Store for SimStore<'_> {
     }
 
     fn list_keys(&self, cursor: Option<&str>) -> Result<KeyPage, StoreError> {
-        self.enter("list_keys", cursor.unwrap_or("-"))?;
+        self.enter_with("list_keys", cursor.unwrap_or("-"), false)?;
         self.inner.list_keys(cursor)
     }
 }
@@ -617,7 +678,7 @@ impl HttpCall {
             body: &self.body,
         };
         let env = Env::new(self.now, Box::new(SplitMix64(self.entropy)), |_| {});
-        http::serve::<ALL_ENDPOINTS, S>(store, Ok(config), env, &request)
+        http::serve::<ALL_ENDPOINTS, S>(store, Ok(config), env, &PlacementCache::new(), &request)
     }
 }
 
@@ -776,6 +837,8 @@ pub struct Options {
     pub verbose: bool,
     /// Force the attacker on or off (otherwise the seed picks).
     pub attacker: Option<bool>,
+    /// Force a SET's outage on or off (otherwise the seed picks).
+    pub outage: Option<bool>,
 }
 
 #[derive(Clone, Debug)]
@@ -1264,7 +1327,12 @@ impl<'a> World<'a> {
         self.mark(&kind, true);
         self.log(format!("r{id} {desc}"));
         let rates = if self.faults_on { self.plan.faults } else { FaultRates::default() };
-        let job = Job { call, fault_seed: self.rng.next(), rates, verbose: self.options.verbose };
+        let down_set = self
+            .plan
+            .outage
+            .filter(|o| self.faults_on && (o.from_step..o.until_step).contains(&self.step))
+            .map(|o| o.set);
+        let job = Job { call, fault_seed: self.rng.next(), rates, down_set, verbose: self.options.verbose };
         self.slots[slot] = Some(InFlight { id, kind, desc });
         let back = self.baton.hand_to(slot, |s| {
             s.job = Some(job);

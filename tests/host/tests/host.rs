@@ -184,7 +184,7 @@ fn components_import_only_standard_interfaces() {
     let mut config = wasmtime::Config::new();
     config.wasm_component_model(true).wasm_component_model_async(true);
     let engine = wasmtime::Engine::new(&config).unwrap();
-    assert_eq!(manifest.components.len(), 12);
+    assert_eq!(manifest.components.len(), 13);
     for (id, component) in &manifest.components {
         let wasm = wasmtime::component::Component::from_file(&engine, manifest.dir.join(&component.source)).unwrap();
         let ty = wasm.component_type();
@@ -231,6 +231,7 @@ fn the_manifest_declares_exactly_the_contracts_variables() {
             "admin-settle" => vec![Endpoint::Settle],
             "admin-reconcile" => vec![Endpoint::Reconcile],
             "admin-purge" => vec![Endpoint::Purge],
+            "admin-sets" => vec![Endpoint::Placement, Endpoint::SetChange],
             "demo" => vec![Endpoint::DemoSignIn, Endpoint::DemoPayment],
             other => panic!("unexpected component {other}"),
         };
