@@ -222,8 +222,19 @@ impl RedisServer {
     /// SIGKILL, then the same server again on the same port and directory
     /// (reloading its append-only file, when durable).
     pub fn kill_and_restart(&mut self) -> Result<()> {
+        self.kill();
+        self.restart()
+    }
+
+    /// SIGKILL: the server is down until `restart`.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The killed server again on the same port and directory (reloading
+    /// its append-only file, when durable).
+    pub fn restart(&mut self) -> Result<()> {
         let dir = std::mem::replace(&mut self.dir, TempDir(PathBuf::new()));
         let restarted = RedisServer::launch(dir, self.addr, self.durable)?;
         // The old value holds the dead child and an empty path: dropping it

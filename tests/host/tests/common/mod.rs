@@ -309,7 +309,7 @@ impl Server {
 
 /// Redis servers for the per-SET layout (spin.sets.toml), durable (AOF,
 /// fsync on every write), and the runtime config that maps the labels to
-/// them: SETs 0-4 on the first, SETs 5-9 and `users` on the second.
+/// them: by default SETs 0-4 on the first, SETs 5-9 and `users` on the second.
 pub struct RedisFleet {
     pub servers: Vec<RedisServer>,
     pub runtime_config: PathBuf,
@@ -319,15 +319,30 @@ pub struct RedisFleet {
 impl RedisFleet {
     /// `None` (after a line saying so) where there is no redis-server.
     pub fn start() -> Option<RedisFleet> {
+        RedisFleet::start_on(2, |label| usize::from(label >= 5))
+    }
+
+    /// SETs 0-4 on the first server, SETs 5-9 on the second, `users` on a
+    /// third: either SET group can die alone.
+    pub fn start_apart() -> Option<RedisFleet> {
+        RedisFleet::start_on(3, |label| match label {
+            0..5 => 0,
+            5..10 => 1,
+            _ => 2,
+        })
+    }
+
+    /// `servers` servers, the per-SET layout's label `i` on `server_of(i)`.
+    fn start_on(servers: usize, server_of: impl Fn(usize) -> usize) -> Option<RedisFleet> {
         if !RedisServer::available() {
             eprintln!("skipped on Redis: no redis-server binary (apt-get install redis-server)");
             return None;
         }
-        let servers = vec![RedisServer::start_durable().unwrap(), RedisServer::start_durable().unwrap()];
+        let servers: Vec<RedisServer> = (0..servers).map(|_| RedisServer::start_durable().unwrap()).collect();
         let dir = TempDir::new("fleet").unwrap();
         let mut text = String::new();
         for (i, label) in hongbao::config::KvLayout::PerSet.labels().iter().enumerate() {
-            let server = &servers[usize::from(i >= 5)];
+            let server = &servers[server_of(i)];
             text.push_str(&format!("[key_value_store.{label}]\ntype = \"redis\"\nurl = \"{}\"\n\n", server.url()));
         }
         let runtime_config = dir.0.join("runtime-config.toml");
