@@ -160,6 +160,28 @@ impl KvLayout {
         }
     }
 
+    /// The replica of each of `labels()`, in the same order (`set3_replica`
+    /// is SET 3's): a store only read, by the user-facing reads, when the
+    /// primary fails (answers marked `degraded`); none for `single`.
+    pub fn replica_labels(self) -> &'static [&'static str] {
+        match self {
+            KvLayout::Single => &[],
+            KvLayout::PerSet => &[
+                "set0_replica",
+                "set1_replica",
+                "set2_replica",
+                "set3_replica",
+                "set4_replica",
+                "set5_replica",
+                "set6_replica",
+                "set7_replica",
+                "set8_replica",
+                "set9_replica",
+                "users_replica",
+            ],
+        }
+    }
+
     /// Which of `labels()` holds `key`: its SET's, else the last (`users`).
     pub fn label_index(self, key: &str) -> usize {
         match self {

@@ -82,6 +82,12 @@ impl Endpoint {
         matches!(self, Endpoint::DemoSignIn | Endpoint::DemoPayment)
     }
 
+    /// Whether the endpoint only reads what users may see, so a replica may
+    /// answer it when the primary store fails (never a money step).
+    pub fn only_reads(self) -> bool {
+        matches!(self, Endpoint::Query | Endpoint::Sent | Endpoint::Received | Endpoint::Wallet)
+    }
+
     /// The secret variable that checks this endpoint's callers.
     pub fn secret(self) -> &'static str {
         match self {
@@ -175,6 +181,16 @@ impl Response {
         }
     }
 
+    /// This JSON answer marked `"degraded": true`: read from a replica,
+    /// which may lag the primary.
+    pub fn degraded(mut self) -> Response {
+        if let Ok(serde_json::Value::Object(mut body)) = serde_json::from_slice(&self.body) {
+            body.insert("degraded".into(), serde_json::Value::Bool(true));
+            self.body = crate::json::to_vec(&body);
+        }
+        self
+    }
+
     pub fn error(e: &Error) -> Response {
         let mut response = Response::json(e.status(), &e.body());
         if let Some(seconds) = e.retry_after() {
@@ -189,8 +205,12 @@ impl Response {
 /// with the wrong method, 404 for anything else. The set is a const generic so
 /// each component compiles only the operations it serves.
 /// `placement` is the instance's copy of the open SETs (wrap reads it).
+/// `replica`, where there is one, answers the user-facing reads (query and
+/// the user records) when `store` fails, marked `"degraded": true`; nothing
+/// that moves money or decides about it ever reads it.
 pub fn serve<const ENDPOINTS: u32, S: Store>(
     store: &S,
+    replica: Option<&S>,
     config: Result<&Config, Error>,
     env: Env,
     placement: &PlacementCache,
@@ -211,8 +231,18 @@ pub fn serve<const ENDPOINTS: u32, S: Store>(
             continue;
         }
         let result = config.and_then(|config| {
-            let svc = &mut Service::new(store, config, env).with_placement_cache(placement);
-            handle::<ENDPOINTS, S>(endpoint, id, svc, req)
+            let mut svc = Service::new(store, config, env).with_placement_cache(placement);
+            match (handle::<ENDPOINTS, S>(endpoint, id, &mut svc, req), replica) {
+                (Err(Error::Unavailable(why)), Some(replica)) if endpoint.only_reads() => {
+                    // The replica may lag: whatever it cannot answer, the
+                    // answer stays the primary's 503.
+                    let svc = &mut Service::new(replica, config, svc.env);
+                    handle::<ENDPOINTS, S>(endpoint, id, svc, req)
+                        .map(Response::degraded)
+                        .map_err(|_| Error::Unavailable(why))
+                }
+                (result, _) => result,
+            }
         });
         return match result {
             Ok(response) => response,

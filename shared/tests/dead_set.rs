@@ -240,3 +240,58 @@ fn wraps_land_in_live_sets_while_one_is_down_and_answer_unavailable_when_all_are
     let (status, _) = svc(&store, &config, T0).wrap("alice", &wrap_request("all-down", Kind::Lucky, 100, 2)).unwrap();
     assert_eq!(status, 201, "the same request, once the store is back");
 }
+
+/// An HTTP request through `http::serve`, with `replica` as the replica.
+fn serve(
+    primary: &Failing,
+    replica: Option<&Failing>,
+    method: &str,
+    path: &str,
+    user: &str,
+) -> (u16, serde_json::Value) {
+    use hongbao::http::{self, Endpoint, Request};
+    const ALL: u32 = http::endpoints(&Endpoint::ALL);
+    let token = format!("Bearer {}", hongbao::auth::sign_user_token("test-auth-secret", user, T0.plus_seconds(3600)));
+    let header = |name: &str| (name == "authorization").then(|| token.clone());
+    let req = Request { method, path, query: None, header: &header, body: b"" };
+    let placement = hongbao::ops::PlacementCache::new();
+    let response =
+        http::serve::<ALL, _>(primary, replica, Ok(&config()), env(T0.plus_seconds(300), 9), &placement, &req);
+    (response.status, serde_json::from_slice(&response.body).unwrap())
+}
+
+/// Degraded reads: with a SET's primary down, query and the user records
+/// come from the replica marked `"degraded": true` (privacy as ever); money
+/// steps never do; what the replica cannot answer stays the primary's 503.
+#[test]
+fn reads_of_a_dead_set_come_from_its_replica_marked_degraded_and_money_never_does() {
+    let memory = MemoryStore::new();
+    let (dead, _) = packets_in_two_sets(&memory);
+    grab_and_open(&memory, &config(), env(T0.plus_seconds(100), 1), &dead, "bob").unwrap();
+    let primary = Failing::new(&memory);
+    primary.set_down(dead.set());
+    let replica = Failing::new(&memory); // caught up: the same data
+    let query = format!("/v1/packets/{dead}");
+
+    let (status, healthy) = serve(&Failing::new(&memory), Some(&replica), "GET", &query, "bob");
+    assert_eq!((status, healthy.get("degraded")), (200, None), "a healthy primary answers itself");
+    let (status, view) = serve(&primary, Some(&replica), "GET", &query, "bob");
+    assert_eq!((status, view["degraded"].clone()), (200, serde_json::json!(true)), "{view}");
+    let mut undegraded = view.clone();
+    undegraded.as_object_mut().unwrap().remove("degraded");
+    assert_eq!(undegraded, healthy, "the same view, marked");
+    let (status, stranger) = serve(&primary, Some(&replica), "GET", &query, "mallory");
+    assert_eq!((status, stranger["claims"].clone()), (200, serde_json::json!([])), "claims stay private");
+    let (status, sent) = serve(&primary, Some(&replica), "GET", "/v1/users/me/sent", "alice");
+    assert_eq!((status, sent["degraded"].clone(), sent["items"].as_array().map(Vec::len)), (200, true.into(), Some(2)));
+
+    // Money never reads a replica.
+    let (status, grabbed) = serve(&primary, Some(&replica), "POST", &format!("{query}/grab"), "carol");
+    assert_eq!((status, grabbed["error"]["code"].clone()), (503, "unavailable".into()), "{grabbed}");
+    // Without a replica, or one that lacks the packet: the primary's 503.
+    let (status, _) = serve(&primary, None, "GET", &query, "bob");
+    assert_eq!(status, 503);
+    let empty = MemoryStore::new();
+    let (status, lagging) = serve(&primary, Some(&Failing::new(&empty)), "GET", &query, "bob");
+    assert_eq!((status, lagging["error"]["code"].clone()), (503, "unavailable".into()), "not a 404");
+}

@@ -63,7 +63,7 @@ fn answer(store: &MemoryStore, input: &Input) -> (u16, Vec<u8>) {
         header: &header,
         body: &input.body,
     };
-    let response = http::serve::<ALL, _>(store, Ok(&config), env(T0, 5), &PlacementCache::new(), &req);
+    let response = http::serve::<ALL, _>(store, None, Ok(&config), env(T0, 5), &PlacementCache::new(), &req);
     (response.status, response.body)
 }
 

@@ -94,7 +94,7 @@ impl<'a> Call<'a> {
         // A fresh random stream per request, as each component instance has.
         static SEED: AtomicU64 = AtomicU64::new(1);
         let env = env(self.now, SEED.fetch_add(1, Ordering::Relaxed));
-        http::serve::<ALL, S>(store, config, env, &PlacementCache::new(), &req)
+        http::serve::<ALL, S>(store, None, config, env, &PlacementCache::new(), &req)
     }
 }
 

@@ -130,7 +130,7 @@ fn serve(
     let header = |name: &str| headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
     let req = Request { method, path, query: None, header: &header, body: body.as_bytes() };
     const ALL: u32 = http::endpoints(&Endpoint::ALL);
-    let response = http::serve::<ALL, _>(store, Ok(config), env(now, 7), &PlacementCache::new(), &req);
+    let response = http::serve::<ALL, _>(store, None, Ok(config), env(now, 7), &PlacementCache::new(), &req);
     (response.status, serde_json::from_slice(&response.body).unwrap_or(Value::Null))
 }
 

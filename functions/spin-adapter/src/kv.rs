@@ -31,6 +31,8 @@ impl KvStore {
 /// handles live in its resource table).
 pub struct Stores {
     layout: KvLayout,
+    /// The layout's replica labels instead, only read (`http::serve`).
+    replica: bool,
     /// By index into `layout.labels()`.
     buckets: [std::cell::OnceCell<KvStore>; SETS as usize + 1],
     batch_reads: std::cell::Cell<bool>,
@@ -40,16 +42,29 @@ impl Stores {
     /// The instance's stores for `layout` (opened once; a layout other than
     /// the first one asked for gets stores of its own, for tests).
     pub fn shared(layout: KvLayout) -> std::rc::Rc<Stores> {
+        Stores::cached(layout, false)
+    }
+
+    /// The replicas of `layout`'s stores, if it has any: read only when a
+    /// read's primary fails. A replica is a Redis replica, which refuses
+    /// even `INCRBY 0`, so a counter is read there with `GET` (Spin's Redis
+    /// store and hongbao-host's keep counters as decimal text).
+    pub fn replicas(layout: KvLayout) -> Option<std::rc::Rc<Stores>> {
+        (!layout.replica_labels().is_empty()).then(|| Stores::cached(layout, true))
+    }
+
+    fn cached(layout: KvLayout, replica: bool) -> std::rc::Rc<Stores> {
         thread_local! {
             static OPEN: std::cell::RefCell<Vec<std::rc::Rc<Stores>>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         OPEN.with(|open| {
             let mut open = open.borrow_mut();
-            if let Some(stores) = open.iter().find(|s| s.layout == layout) {
+            if let Some(stores) = open.iter().find(|s| s.layout == layout && s.replica == replica) {
                 return std::rc::Rc::clone(stores);
             }
             let stores = std::rc::Rc::new(Stores {
                 layout,
+                replica,
                 buckets: Default::default(),
                 batch_reads: std::cell::Cell::new(true),
             });
@@ -72,12 +87,21 @@ impl Stores {
         if let Some(bucket) = cell.get() {
             return Ok(bucket);
         }
-        let bucket = KvStore::open(self.layout.labels()[index])?;
+        let labels = if self.replica { self.layout.replica_labels() } else { self.layout.labels() };
+        let bucket = KvStore::open(labels[index])?;
         Ok(cell.get_or_init(|| bucket))
     }
 
     fn for_key(&self, key: &str) -> Result<&KvStore, StoreError> {
         self.at(self.index(key))
+    }
+
+    /// The bucket of `key`, to write to: never a replica's.
+    fn for_write(&self, key: &str) -> Result<&KvStore, StoreError> {
+        if self.replica {
+            return Err(StoreError("a replica takes no writes".into()));
+        }
+        self.for_key(key)
     }
 
     /// The bucket at `index`, told whether batch reads may be used.
@@ -109,11 +133,11 @@ impl Store for Stores {
     }
 
     fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.for_key(key)?.set(key, value)
+        self.for_write(key)?.set(key, value)
     }
 
     fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.for_key(key)?.delete(key)
+        self.for_write(key)?.delete(key)
     }
 
     fn exists(&self, key: &str) -> Result<bool, StoreError> {
@@ -142,17 +166,22 @@ impl Store for Stores {
         }
         for (_, positions) in self.by_bucket(entries.iter().map(|(k, _)| k.as_str())) {
             let group: Vec<(String, Vec<u8>)> = positions.iter().map(|&p| entries[p].clone()).collect();
-            self.for_key(&group[0].0)?.set_many(&group)?;
+            self.for_write(&group[0].0)?.set_many(&group)?;
         }
         Ok(())
     }
 
     fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
-        self.for_key(key)?.increment(key, delta)
+        if self.replica && delta == 0 {
+            let text = self.for_key(key)?.get(key)?;
+            let text = text.as_deref().map(String::from_utf8_lossy);
+            return text.map_or(Ok(0), |t| t.parse().map_err(|_| StoreError(format!("counter {key} reads {t}"))));
+        }
+        self.for_write(key)?.increment(key, delta)
     }
 
     fn cas(&self, key: &str) -> Result<atomics::Cas, StoreError> {
-        self.for_key(key)?.cas(key)
+        self.for_write(key)?.cas(key)
     }
 
     fn current(&self, cas: &atomics::Cas) -> Result<Option<Vec<u8>>, StoreError> {

@@ -133,12 +133,15 @@ pub async fn serve<const ENDPOINTS: u32>(request: Request) -> Result<Response, E
     // A config that failed to load answers its error; any layout will do.
     let layout = config.as_ref().map_or(hongbao::config::KvLayout::Single, |c| c.kv_layout);
     let store = kv::Stores::shared(layout);
+    let replicas = kv::Stores::replicas(layout);
     if let Ok(config) = config {
         store.use_batch_reads(config.kv_batch_reads);
+        replicas.iter().for_each(|r| r.use_batch_reads(config.kv_batch_reads));
     }
     // Wrap's copy of the open SETs lives as long as the instance.
     static PLACEMENT: hongbao::ops::PlacementCache = hongbao::ops::PlacementCache::new();
-    let response = hongbao::http::serve::<ENDPOINTS, _>(&*store, config, system_env(), &PLACEMENT, &request);
+    let response =
+        hongbao::http::serve::<ENDPOINTS, _>(&*store, replicas.as_deref(), config, system_env(), &PLACEMENT, &request);
     if response.status >= 500 {
         // Spin collects component stderr in its logs.
         eprintln!("{method} {path} -> {} {}", response.status, String::from_utf8_lossy(&response.body));

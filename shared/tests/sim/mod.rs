@@ -678,7 +678,7 @@ impl HttpCall {
             body: &self.body,
         };
         let env = Env::new(self.now, Box::new(SplitMix64(self.entropy)), |_| {});
-        http::serve::<ALL_ENDPOINTS, S>(store, Ok(config), env, &PlacementCache::new(), &request)
+        http::serve::<ALL_ENDPOINTS, S>(store, None, Ok(config), env, &PlacementCache::new(), &request)
     }
 }
 

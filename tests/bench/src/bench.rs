@@ -319,9 +319,8 @@ async fn start(
         Store::Redis | Store::Redis2Hosts => {
             let redis = tokio::task::block_in_place(RedisServer::start_durable)?;
             let url = redis.url();
-            serve_options.runtime_config.key_value_stores = hongbao::config::KvLayout::PerSet
-                .labels()
-                .iter()
+            let layout = hongbao::config::KvLayout::PerSet;
+            serve_options.runtime_config.key_value_stores = (layout.labels().iter().chain(layout.replica_labels()))
                 .map(|label| (label.to_string(), KvStoreConfig::Redis { url: url.clone() }))
                 .collect();
             let per_set = manifest.parent().context("the manifest's directory")?.join("spin.sets.toml");

@@ -178,6 +178,31 @@ impl RedisServer {
         RedisServer::launch(TempDir::new("redis")?, free_loopback_addr()?, true)
     }
 
+    /// A replica of `primary` (`replicaof`, not durable itself): it serves
+    /// reads, refuses writes, and keeps serving what it has when the
+    /// primary dies.
+    pub fn start_replica_of(primary: &RedisServer) -> Result<RedisServer> {
+        let replicaof = format!("127.0.0.1 {}", primary.addr.port());
+        RedisServer::launch_with(
+            TempDir::new("redis-replica")?,
+            free_loopback_addr()?,
+            false,
+            &["--replicaof", &replicaof],
+        )
+    }
+
+    /// Whether the replica has everything its primary has written so far
+    /// (its link is up and its replication offset is the primary's).
+    pub fn caught_up_with(&self, primary: &RedisServer) -> bool {
+        let field = |server: &RedisServer, name: &str| -> Option<String> {
+            let mut connection = redis::Client::open(server.url()).ok()?.get_connection().ok()?;
+            let info: String = redis::cmd("INFO").arg("replication").query(&mut connection).ok()?;
+            info.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned())
+        };
+        field(self, "master_link_status:").as_deref() == Some("up")
+            && field(self, "slave_repl_offset:").is_some_and(|o| field(primary, "master_repl_offset:") == Some(o))
+    }
+
     /// Whether a `redis-server` binary is on PATH (tests that need one skip
     /// with a line saying so where there is none).
     pub fn available() -> bool {
@@ -195,10 +220,15 @@ impl RedisServer {
     }
 
     fn launch(dir: TempDir, addr: SocketAddr, durable: bool) -> Result<RedisServer> {
+        RedisServer::launch_with(dir, addr, durable, &[])
+    }
+
+    fn launch_with(dir: TempDir, addr: SocketAddr, durable: bool, extra: &[&str]) -> Result<RedisServer> {
         let aof = if durable { "yes" } else { "no" };
         let child = Command::new("redis-server")
             .args(["--port", &addr.port().to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", aof, "--appendfsync", "always"])
+            .args(extra)
             .arg("--dir")
             .arg(&dir.0)
             .stdout(Stdio::null())

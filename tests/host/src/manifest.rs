@@ -14,10 +14,12 @@ use std::path::{Path, PathBuf};
 /// those labels and the `kv_layout` variable defaulting to `sets`.
 /// spin.sets.toml is this function's output (a test checks it).
 pub fn per_set_manifest(spin_toml: &str) -> String {
+    let layout = hongbao::config::KvLayout::PerSet;
     let labels: Vec<String> =
-        hongbao::config::KvLayout::PerSet.labels().iter().map(|label| format!("\"{label}\"")).collect();
+        layout.labels().iter().chain(layout.replica_labels()).map(|label| format!("\"{label}\"")).collect();
     let header = "# GENERATED from spin.toml (hongbao_host::manifest::per_set_manifest): do not edit; a store\n\
-                  # label per SET. Serve it with a runtime config that defines every label, e.g.\n\
+                  # label per SET and its replica's (only read). Serve it with a runtime config that defines\n\
+                  # every label, e.g.\n\
                   #   spin up -f spin.sets.toml --runtime-config-file runtime-config.sets.toml\n";
     let body = spin_toml
         .replace("key_value_stores = [\"default\"]", &format!("key_value_stores = [{}]", labels.join(", ")))

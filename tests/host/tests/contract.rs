@@ -46,6 +46,7 @@ on_every_target!(
     bad_input_gets_the_contracts_codes,
     bodies_without_a_declared_length_stream_to_the_component,
     claims_settle_into_wallets_and_reconcile,
+    drained_sets_get_no_new_packets,
 );
 
 fn wrap_body(rid: &str, total: u64, count: u32) -> serde_json::Value {
@@ -89,6 +90,7 @@ async fn authentication_is_enforced_everywhere(target: Target) {
         ("POST", "/v1/admin/settle"),
         ("GET", "/v1/admin/reconcile"),
         ("POST", "/v1/admin/purge"),
+        ("GET", "/v1/admin/sets"),
     ] {
         for auth in [None, Some("Bearer wrong"), Some(user.as_str())] {
             let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
@@ -285,4 +287,29 @@ async fn claims_settle_into_wallets_and_reconcile(target: Target) {
     let report = &books.report;
     assert_eq!((report.claimed_fen, report.credited_fen), (claimed, claimed), "{report:?}");
     assert_eq!(report.outstanding_fen, 1_000 - claimed);
+}
+
+/// The placement endpoint (issue 27), through the real admin-sets component:
+/// with every SET but 9 drained, new packets all land in SET 9; a bad change
+/// is 422; the log lists every change.
+async fn drained_sets_get_no_new_packets(target: Target) {
+    let Some(host) = target.start(HostSpec::app()) else { return };
+    let mut api = host.api();
+    let auth = format!("Bearer {ADMIN}");
+    let mut change = async |body: serde_json::Value| {
+        let reply = api.client.send("POST", "/v1/admin/sets", &[("authorization", &auth)], body.to_string()).await;
+        reply.unwrap()
+    };
+    for set in 0..9 {
+        assert_eq!(change(json!({"set": set, "state": "drained"})).await.status, 200);
+    }
+    let refused = change(json!({"set": 9, "state": "drained"})).await;
+    assert_eq!((refused.status, refused.code().as_deref()), (422, Some("invalid_argument")), "the last open SET");
+    let mut api = host.api();
+    for n in 0..5 {
+        let id = api.paid_packet(&format!("s{n}"), "lucky", 100, 2).await;
+        assert_eq!(hongbao::PacketId::parse(&id).unwrap().set(), 9, "{id}");
+    }
+    let view = api.admin("GET", "/v1/admin/sets").await.json();
+    assert_eq!((view["open_sets"].clone(), view["log"].as_array().unwrap().len()), (json!([9]), 9), "{view}");
 }

@@ -265,8 +265,9 @@ fn the_per_set_manifest_is_spin_toml_with_a_label_per_set() {
         "spin.sets.toml is stale: HONGBAO_WRITE_MANIFESTS=1 cargo test -p hongbao-host --test host"
     );
     let manifest = hongbao_host::manifest::Manifest::load(&path).unwrap();
-    let labels: Vec<String> = hongbao::config::KvLayout::PerSet.labels().iter().map(|l| l.to_string()).collect();
-    assert_eq!(labels.len(), hongbao::id::SETS as usize + 1);
+    let layout = hongbao::config::KvLayout::PerSet;
+    let labels: Vec<String> = layout.labels().iter().chain(layout.replica_labels()).map(|l| l.to_string()).collect();
+    assert_eq!(labels.len(), 2 * (hongbao::id::SETS as usize + 1));
     for (id, component) in &manifest.components {
         if id != "healthz" {
             assert_eq!(component.key_value_stores, labels, "{id}");

@@ -323,16 +323,29 @@ impl RedisFleet {
     }
 
     /// SETs 0-4 on the first server, SETs 5-9 on the second, `users` on a
-    /// third: either SET group can die alone.
+    /// third, so either SET group can die alone; a fourth server replicates
+    /// the second (`replicaof`) and is the 5-9 replica labels' store.
     pub fn start_apart() -> Option<RedisFleet> {
         RedisFleet::start_on(3, |label| match label {
             0..5 => 0,
             5..10 => 1,
             _ => 2,
         })
+        .map(|mut fleet| {
+            let replica = RedisServer::start_replica_of(&fleet.servers[1]).unwrap();
+            fleet.write_runtime_config(|label, replica_label| match (label, replica_label) {
+                (5..10, true) => replica.url(),
+                (0..5, _) => fleet.servers[0].url(),
+                (5..10, false) => fleet.servers[1].url(),
+                _ => fleet.servers[2].url(),
+            });
+            fleet.servers.push(replica);
+            fleet
+        })
     }
 
-    /// `servers` servers, the per-SET layout's label `i` on `server_of(i)`.
+    /// `servers` servers, the per-SET layout's label `i` (and its replica
+    /// label) on `server_of(i)`.
     fn start_on(servers: usize, server_of: impl Fn(usize) -> usize) -> Option<RedisFleet> {
         if !RedisServer::available() {
             eprintln!("skipped on Redis: no redis-server binary (apt-get install redis-server)");
@@ -340,14 +353,24 @@ impl RedisFleet {
         }
         let servers: Vec<RedisServer> = (0..servers).map(|_| RedisServer::start_durable().unwrap()).collect();
         let dir = TempDir::new("fleet").unwrap();
-        let mut text = String::new();
-        for (i, label) in hongbao::config::KvLayout::PerSet.labels().iter().enumerate() {
-            let server = &servers[server_of(i)];
-            text.push_str(&format!("[key_value_store.{label}]\ntype = \"redis\"\nurl = \"{}\"\n\n", server.url()));
-        }
         let runtime_config = dir.0.join("runtime-config.toml");
-        std::fs::write(&runtime_config, text).unwrap();
-        Some(RedisFleet { servers, runtime_config, _dir: dir })
+        let fleet = RedisFleet { servers, runtime_config, _dir: dir };
+        fleet.write_runtime_config(|label, _| fleet.servers[server_of(label)].url());
+        Some(fleet)
+    }
+
+    /// The runtime config: label `i` of the per-SET layout (or its replica
+    /// label, when the flag says so) on the Redis at `url_of(i, replica)`.
+    fn write_runtime_config(&self, url_of: impl Fn(usize, bool) -> String) {
+        let layout = hongbao::config::KvLayout::PerSet;
+        let mut text = String::new();
+        for (replica, labels) in [(false, layout.labels()), (true, layout.replica_labels())] {
+            for (i, label) in labels.iter().enumerate() {
+                let url = url_of(i, replica);
+                text.push_str(&format!("[key_value_store.{label}]\ntype = \"redis\"\nurl = \"{url}\"\n\n"));
+            }
+        }
+        std::fs::write(&self.runtime_config, text).unwrap();
     }
 
     /// `spec` on the per-SET manifest, served from this fleet.
