@@ -45,8 +45,13 @@ impl OpenSets {
     }
 
     /// The state the log leaves: every SET open, then each change in order.
+    /// A log that drains every SET (only two drains racing past
+    /// `change_placement`'s last-open check can write one) places as if
+    /// none were drained: new packets must go somewhere, and a 503 is for a
+    /// store that failed, never for an operator's race.
     fn after(changes: &[PlacementChange]) -> OpenSets {
-        changes.iter().filter(|c| c.set < SETS).fold(OpenSets::ALL, |open, c| open.with(c.set, c.open))
+        let open = changes.iter().filter(|c| c.set < SETS).fold(OpenSets::ALL, |open, c| open.with(c.set, c.open));
+        if open.is_empty() { OpenSets::ALL } else { open }
     }
 
     fn list(self, open: bool) -> Vec<u32> {
@@ -177,5 +182,7 @@ mod tests {
         let open = OpenSets::after(&[change(3, false), change(5, false), change(3, true), change(7, false)]);
         assert_eq!((open.list(true), open.list(false)), (vec![0, 1, 2, 3, 4, 6, 8, 9], vec![5, 7]));
         assert!(!open.contains(SETS) && !open.contains(u32::MAX));
+        let all_drained: Vec<PlacementChange> = (0..SETS).map(|set| change(set, false)).collect();
+        assert_eq!(OpenSets::after(&all_drained), OpenSets::ALL, "a race drained them all: none counts");
     }
 }

@@ -2,8 +2,9 @@
 //! manifest from three Redis servers of our own (SETs 0-4, SETs 5-9, users)
 //! and a fourth replicating the 5-9 one (`replicaof`, its replica labels).
 //! The 5-9 primary is SIGKILLed: new wraps keep succeeding, all in SETs 0-4,
-//! with no 5xx; grabs of its packets answer 503 with Retry-After, while their
-//! queries come back from the replica marked degraded; the other SETs'
+//! with no 5xx; grabs and opens of its packets answer 503 with Retry-After,
+//! while their queries and senders' lists come back from the replicas marked
+//! degraded; the other SETs'
 //! packets open as ever; the operator drains 5-9 and the sweeps name them
 //! unreachable. The server restarts from its
 //! AOF: the operator restores the SETs, everything resumes, and after expiry
@@ -139,6 +140,11 @@ async fn a_dead_set_group_fails_closed_while_the_others_carry_on_then_everything
         let view = api.query(id, sender).await;
         assert_eq!((view.status, view.json()["degraded"].clone()), (200, json!(true)), "{:?}", view.json());
         assert_eq!(view.json()["claims"], json!([told[&(id.clone(), "a".to_owned())]]), "{:?}", view.json());
+        // The sender's list reads its packets' records: from the replicas
+        // too (its counter read with GET, as a replica wants).
+        let sent = api.user("sent", sender).await;
+        assert_eq!((sent.status, sent.json()["degraded"].clone()), (200, json!(true)), "{:?}", sent.json());
+        assert_eq!(sent.json()["items"][0]["packet_id"], json!(id), "{:?}", sent.json());
     }
     // The live group's packets open as ever.
     for (id, _) in packets.iter().filter(|(id, _)| !in_dead_group(id)) {
