@@ -77,15 +77,7 @@ async fn sweep(api: &mut Api, path: &str) -> Value {
 async fn a_dead_set_group_fails_closed_while_the_others_carry_on_then_everything_catches_up() {
     let Some(mut fleet) = RedisFleet::start_apart() else { return };
     let clock = Arc::new(Clock::new());
-    let ticking = {
-        let clock = Arc::clone(&clock);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                clock.advance(1);
-            }
-        })
-    };
+    let ticking = Clock::run_at_real_pace(&clock);
     let spec = fleet
         .host_spec(HostSpec::app())
         .var("packet_ttl_seconds", "600")

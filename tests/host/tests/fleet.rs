@@ -73,15 +73,7 @@ async fn fleet_run(faults: Option<&str>) {
     let clock = Arc::new(Clock::new());
     // The components' time runs at the real pace (admission windows turn,
     // so a 429's Retry-After finds a new one) until the test moves it on.
-    let ticking = {
-        let clock = Arc::clone(&clock);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                clock.advance(1);
-            }
-        })
-    };
+    let ticking = Clock::run_at_real_pace(&clock);
     let mut spec = fleet
         .host_spec(HostSpec::app())
         .var("packet_ttl_seconds", "600")

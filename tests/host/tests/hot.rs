@@ -13,7 +13,6 @@ mod common;
 use common::*;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 const CLIENTS: usize = 300;
 const SHARES: u32 = 100;
@@ -61,15 +60,8 @@ async fn three_hundred_clients_one_packet(strategy: &str) {
     // The Retry-After (1 s) has passed for those told 429 once the clock
     // moves on; from then on it runs at the real pace, so a client that
     // waits out a Retry-After finds a new window.
-    let ticking = {
-        let clock = Arc::clone(&clock);
-        tokio::spawn(async move {
-            loop {
-                clock.advance(1);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        })
-    };
+    clock.advance(1);
+    let ticking = Clock::run_at_real_pace(&clock);
     let mut results = Vec::new();
     for c in clients {
         results.push(c.await.unwrap());

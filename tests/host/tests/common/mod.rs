@@ -15,7 +15,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 pub const AUTH: &str = "e2e-auth-secret";
 pub const PAYMENT: &str = "e2e-payment-secret";
@@ -120,6 +121,19 @@ impl Clock {
 
     pub fn advance(&self, seconds: i64) {
         self.set(self.now() + seconds);
+    }
+
+    /// From now on the clock also moves a second per real second (admission
+    /// windows turn, so a 429's Retry-After finds a new one), until the
+    /// returned task is aborted; the test may still move it on by hand.
+    pub fn run_at_real_pace(clock: &Arc<Clock>) -> tokio::task::JoinHandle<()> {
+        let clock = Arc::clone(clock);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                clock.advance(1);
+            }
+        })
     }
 }
 
