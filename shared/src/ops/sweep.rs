@@ -156,11 +156,7 @@ impl<S: Store> Service<'_, S> {
     /// time; the day is then marked clean and not read again. The packet
     /// records stay (small, and a wrap replay still shows them).
     fn clean_unpaid(&mut self, errors: &mut Vec<SweepError>, unreachable: &mut Vec<u32>) -> Result<(), Error> {
-        for set in 0..SETS {
-            let result = self.clean_unpaid_set(set, errors);
-            skip_unreachable(result, set, unreachable)?;
-        }
-        Ok(())
+        self.each_set(unreachable, |svc, set| svc.clean_unpaid_set(set, errors))
     }
 
     fn clean_unpaid_set(&mut self, set: u32, errors: &mut Vec<SweepError>) -> Result<(), Error> {
@@ -331,9 +327,23 @@ impl<S: Store> Service<'_, S> {
         unreachable: &mut Vec<u32>,
         mut visit: impl FnMut(&mut Self, &PacketId) -> Result<bool, Error>,
     ) -> Result<(), Error> {
+        self.each_set(unreachable, |svc, set| svc.walk_set(set, errors, &mut visit))
+    }
+
+    /// Runs `sweep` on every SET. A SET whose store fails (`Unavailable`) is
+    /// listed in `unreachable` (once) and the sweep goes on with the next;
+    /// any other error ends it.
+    fn each_set(
+        &mut self,
+        unreachable: &mut Vec<u32>,
+        mut sweep: impl FnMut(&mut Self, u32) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         for set in 0..SETS {
-            let result = self.walk_set(set, errors, &mut visit);
-            skip_unreachable(result, set, unreachable)?;
+            match sweep(self, set) {
+                Err(Error::Unavailable(_)) if unreachable.contains(&set) => {}
+                Err(Error::Unavailable(_)) => unreachable.push(set),
+                other => other?,
+            }
         }
         Ok(())
     }
@@ -474,20 +484,5 @@ impl<S: Store> Service<'_, S> {
         }
         report.credited_fen += credited.0;
         Ok(())
-    }
-}
-
-/// A SET-wide step's outcome: a failed store (`Unavailable`) marks the SET
-/// unreachable for this run, and the sweep goes on with the next one; any
-/// other error ends the sweep.
-fn skip_unreachable(result: Result<(), Error>, set: u32, unreachable: &mut Vec<u32>) -> Result<(), Error> {
-    match result {
-        Err(Error::Unavailable(_)) => {
-            if !unreachable.contains(&set) {
-                unreachable.push(set);
-            }
-            Ok(())
-        }
-        other => other,
     }
 }
